@@ -1,0 +1,137 @@
+// `qat prep`: text files -> documents -> BOS + bytes + EOS token streams in train.bin / val.bin.
+//
+// Which split a document goes to depends only on (seed, its index among the kept documents), so
+// the same inputs and seed always give the same files.
+#include <algorithm>
+#include <filesystem>
+#include <system_error>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "data/tokens.h"
+#include "kernels/safetensors.h"
+
+namespace qat::data {
+namespace {
+
+uint64_t SplitMix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+// A uniform draw in [0, 1) for document `index` under `seed`.
+double DocumentDraw(uint64_t seed, uint64_t index) {
+  const uint64_t h = SplitMix64(SplitMix64(seed) ^ index);
+  return static_cast<double>(h >> 11) * 0x1.0p-53;
+}
+
+// Documents with only whitespace carry no text worth training on.
+bool IsBlank(const std::string& text) {
+  return text.find_first_not_of(" \t\r\n\v\f") == std::string::npos;
+}
+
+// Fortune format: a line holding only "%" (optionally followed by '\r') ends a document; every
+// other line, with its newline, belongs to the current document.
+void SplitFortunes(const std::string& text, std::vector<std::string>* docs) {
+  std::string current;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    end = end == std::string::npos ? text.size() : end + 1;
+    std::string_view line(text.data() + pos, end - pos);
+    std::string_view content = line;
+    if (!content.empty() && content.back() == '\n') content.remove_suffix(1);
+    if (!content.empty() && content.back() == '\r') content.remove_suffix(1);
+    if (content == "%") {
+      docs->push_back(std::move(current));
+      current.clear();
+    } else {
+      current.append(line);
+    }
+    pos = end;
+  }
+  docs->push_back(std::move(current));
+}
+
+void AppendDocument(const std::string& doc, std::vector<int32_t>* tokens) {
+  tokens->push_back(ByteTokenizer::kBos);
+  for (char c : doc) tokens->push_back(static_cast<unsigned char>(c));
+  tokens->push_back(ByteTokenizer::kEos);
+}
+
+}  // namespace
+
+absl::StatusOr<PrepStats> Prep(const PrepOptions& options) {
+  if (options.inputs.empty()) return absl::InvalidArgumentError("prep: no input files given");
+  if (options.out_dir.empty()) return absl::InvalidArgumentError("prep: no output directory given");
+  if (!(options.val_fraction >= 0.0 && options.val_fraction <= 1.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("prep: val_fraction ", options.val_fraction, " is outside [0, 1]"));
+  }
+
+  std::vector<std::string> docs;
+  for (const std::string& input : options.inputs) {
+    absl::StatusOr<std::string> text = kernels::ReadFile(input);
+    if (!text.ok()) {
+      return absl::Status(text.status().code(),
+                          absl::StrCat("prep: cannot read input file: ", text.status().message()));
+    }
+    std::vector<std::string> file_docs;
+    if (options.fortune_format) {
+      SplitFortunes(*text, &file_docs);
+    } else {
+      file_docs.push_back(*std::move(text));
+    }
+    for (std::string& doc : file_docs) {
+      if (!IsBlank(doc)) docs.push_back(std::move(doc));
+    }
+  }
+  if (docs.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("prep: no non-empty documents in ", absl::StrJoin(options.inputs, ", ")));
+  }
+
+  std::vector<double> draws(docs.size());
+  std::vector<bool> is_val(docs.size());
+  size_t val_count = 0;
+  for (size_t i = 0; i < docs.size(); ++i) {
+    draws[i] = DocumentDraw(options.seed, i);
+    is_val[i] = draws[i] < options.val_fraction;
+    val_count += is_val[i];
+  }
+  // With two or more documents both splits get at least one: the lowest draw is the one most
+  // eligible for validation, the highest the one most eligible for training. A lone document
+  // goes to training, which cannot do without one.
+  if (docs.size() == 1) {
+    is_val[0] = false;
+  } else if (val_count == 0) {
+    is_val[std::min_element(draws.begin(), draws.end()) - draws.begin()] = true;
+  } else if (val_count == docs.size()) {
+    is_val[std::max_element(draws.begin(), draws.end()) - draws.begin()] = false;
+  }
+
+  PrepStats stats;
+  std::vector<int32_t> train, val;
+  for (size_t i = 0; i < docs.size(); ++i) {
+    AppendDocument(docs[i], is_val[i] ? &val : &train);
+    ++(is_val[i] ? stats.val_documents : stats.train_documents);
+  }
+  stats.documents = static_cast<int64_t>(docs.size());
+  stats.train_tokens = static_cast<int64_t>(train.size());
+  stats.val_tokens = static_cast<int64_t>(val.size());
+
+  std::error_code ec;
+  std::filesystem::create_directories(options.out_dir, ec);
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat("prep: cannot create directory ", options.out_dir, ": ", ec.message()));
+  }
+  const std::string dir = options.out_dir + "/";
+  if (absl::Status s = WriteShard(dir + "train.bin", train); !s.ok()) return s;
+  if (absl::Status s = WriteShard(dir + "val.bin", val); !s.ok()) return s;
+  return stats;
+}
+
+}  // namespace qat::data

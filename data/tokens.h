@@ -1,0 +1,73 @@
+// Tokenizers and token shards.
+//
+// Token shard file (llm.c convention), little-endian:
+//   header: 256 x int32
+//     [0] magic: 20240520 (uint16 tokens) or 20240801 (uint32 tokens)
+//     [1] version: 1 for 20240520, 7 for 20240801
+//     [2] number of tokens N (must be >= 0; files with more than 2^31-1 tokens use the
+//         uint32 layout and header[3] as the high 32 bits: N = header[2] + header[3] * 2^32)
+//     [3..255] zero (except [3] as above)
+//   then N tokens, uint16 or uint32 each. The file size must be exactly 1024 + N * token size.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace qat::data {
+
+// Byte-level tokenizer: ids 0..255 are the bytes, 256 is BOS, 257 is EOS.
+class ByteTokenizer {
+ public:
+  static constexpr int32_t kBos = 256;
+  static constexpr int32_t kEos = 257;
+  static constexpr int32_t kVocabSize = 258;
+  std::vector<int32_t> Encode(const std::string& text) const;
+  // Special tokens are dropped; the bytes are returned as they are (maybe invalid UTF-8).
+  std::string Decode(const std::vector<int32_t>& ids) const;
+};
+
+// Writes tokens as a shard (uint16 layout when every id < 65536, else uint32), atomically.
+absl::Status WriteShard(const std::string& path, const std::vector<int32_t>& tokens);
+// Reads and validates a shard; errors name the file and the offending byte offset/field.
+absl::StatusOr<std::vector<int32_t>> ReadShard(const std::string& path);
+
+struct PrepOptions {
+  std::vector<std::string> inputs;  // text files
+  std::string out_dir;              // writes train.bin and val.bin there
+  double val_fraction = 0.05;       // share of documents held out
+  bool fortune_format = false;      // documents separated by lines holding only "%"
+  uint64_t seed = 0;                // which documents go to validation
+};
+struct PrepStats {
+  int64_t documents = 0, train_documents = 0, val_documents = 0;
+  int64_t train_tokens = 0, val_tokens = 0;
+};
+// Tokenizes documents (BOS + bytes + EOS each) and splits them into train.bin / val.bin.
+absl::StatusOr<PrepStats> Prep(const PrepOptions& options);
+
+// Serves windows of seq_len + 1 tokens from a set of shards, deterministically: the window of
+// sample i in global step s depends only on (seed, s, i), so a run resumed at step s sees the
+// same data, and a global batch is the same whatever the number of ranks reading it.
+class WindowSampler {
+ public:
+  static absl::StatusOr<WindowSampler> Open(const std::vector<std::string>& shard_paths,
+                                            int64_t seq_len, uint64_t seed);
+  int64_t seq_len() const { return seq_len_; }
+  int64_t total_tokens() const { return static_cast<int64_t>(tokens_.size()); }
+  // Fills out (count x (seq_len+1) int32, row-major) with samples first..first+count-1 of step s.
+  void Fill(int64_t step, int64_t first, int64_t count, int32_t* out) const;
+  // Sequential, non-overlapping windows for evaluation: window w starts at w * seq_len.
+  int64_t num_eval_windows() const;
+  void FillEval(int64_t window, int32_t* out) const;
+
+ private:
+  std::vector<int32_t> tokens_;
+  int64_t seq_len_ = 0;
+  uint64_t seed_ = 0;
+};
+
+}  // namespace qat::data

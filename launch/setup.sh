@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages qat needs (only those missing), then configures and builds into
+# build/ (or $QAT_BUILD_DIR). Idempotent: a second run installs nothing and rebuilds nothing.
+#   QAT_JOBS=N         parallel compile jobs (default: all cores)
+#   QAT_CMAKE_ARGS=... extra CMake arguments, e.g. -DQAT_CUDA=OFF or
+#                      -DCMAKE_PREFIX_PATH=/path/to/torch/share/cmake for libtorch 2.x
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(build-essential cmake ccache libtorch-dev libopenmpi-dev openmpi-bin libyaml-cpp-dev
+          libabsl-dev libgtest-dev fortunes)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  sudo=()
+  [ "$(id -u)" -ne 0 ] && sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+fi
+
+build_dir=${QAT_BUILD_DIR:-build}
+# shellcheck disable=SC2086
+cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release ${QAT_CMAKE_ARGS:-} >/dev/null
+cmake --build "$build_dir" -j"${QAT_JOBS:-$(nproc)}"
+echo "setup: built $build_dir/trainer/qat"

@@ -1,0 +1,162 @@
+// qat eval: perplexity on validation windows, speed, and a generated sample, for a packed model
+// (our kernels, no libtorch matmuls) or a libtorch checkpoint (fake-quantized as in training).
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "kernels/safetensors.h"
+#include "trainer/cli/commands.h"
+#include "trainer/cli/flags.h"
+#include "trainer/evaluate.h"
+#include "trainer/train.h"
+
+namespace qat::cli {
+namespace {
+
+std::string JsonString(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20 || c >= 0x7f) {
+      out += absl::StrFormat("\\u%04x", c);  // bytes as code points: always valid JSON
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+
+absl::StatusOr<kernels::Isa> ParseIsa(const std::string& name) {
+  if (name.empty()) return kernels::BestIsa();
+  for (kernels::Isa isa : {kernels::Isa::kScalar, kernels::Isa::kAvx2, kernels::Isa::kAvx512}) {
+    if (name == kernels::IsaName(isa)) {
+      if (!kernels::IsaSupported(isa)) {
+        return absl::InvalidArgumentError(absl::StrCat("--isa ", name, ": not supported by this CPU"));
+      }
+      return isa;
+    }
+  }
+  return absl::InvalidArgumentError(absl::StrCat("--isa: unknown '", name, "'"));
+}
+
+}  // namespace
+
+int EvalMain(int argc, char** argv) {
+  constexpr char kUsage[] =
+      "qat eval (--model PACKED.safetensors | --ckpt CHECKPOINT_OR_RUN_DIR) [--data VAL.bin]... "
+      "[options]";
+  Args args;
+  int code = 0;
+  if (!ParseCommand(
+          argc, argv, "eval", kUsage,
+          {{"model", true, false, "packed model file (runs on qat kernels)"},
+           {"ckpt", true, false, "checkpoint or run directory (runs in libtorch)"},
+           {"data", true, true, "validation shard(s); default for --ckpt: its recipe's data.val"},
+           {"seq-len", true, false, "tokens per window (default: the recipe's, else 128)"},
+           {"windows", true, false, "windows scored (default 64)"},
+           {"prompt", true, false, "prompt of the generated sample (default 'The ')"},
+           {"max-new-tokens", true, false, "tokens generated (default 64; 0: no sample)"},
+           {"temperature", true, false, "sampling temperature (default 0.8; 0: greedy)"},
+           {"top-k", true, false, "top-k sampling (default 40; 0: off)"},
+           {"seed", true, false, "sampling seed (default 1)"},
+           {"threads", true, false, "threads (default: all cores)"},
+           {"isa", true, false, "packed kernels: scalar | avx2 | avx512 (default: best)"},
+           {"json", true, false, "also write the results to this JSON file"}},
+          &args, &code)) {
+    return code;
+  }
+  if (args.Has("model") == args.Has("ckpt")) return Fail("eval", "give exactly one of --model, --ckpt");
+  absl::StatusOr<int64_t> windows = args.GetInt("windows", 64), new_tokens = args.GetInt("max-new-tokens", 64),
+                          top_k = args.GetInt("top-k", 40), seed = args.GetInt("seed", 1),
+                          threads = args.GetInt("threads", 0), seq_len_flag = args.GetInt("seq-len", 0);
+  absl::StatusOr<double> temperature = args.GetDouble("temperature", 0.8);
+  for (const absl::Status& s : {windows.status(), new_tokens.status(), top_k.status(), seed.status(),
+                                threads.status(), seq_len_flag.status(), temperature.status()}) {
+    if (!s.ok()) return Fail("eval", std::string(s.message()));
+  }
+  trainer::SamplingOptions sampling{*new_tokens, *temperature, *top_k, static_cast<uint64_t>(*seed)};
+  const std::string prompt = args.Get("prompt", "The ");
+  std::vector<std::string> data = args.GetAll("data");
+  int64_t seq_len = *seq_len_flag;
+
+  std::string kind, source;
+  trainer::LmEval ev;
+  trainer::Generation gen;
+  bool have_eval = false;
+  if (args.Has("ckpt")) {
+    if (*threads > 0) torch::set_num_threads(static_cast<int>(*threads));
+    absl::StatusOr<trainer::LoadedModel> loaded = trainer::LoadModelFromCheckpoint(args.Get("ckpt"));
+    if (!loaded.ok()) return Fail("eval", std::string(loaded.status().message()));
+    kind = absl::StrCat("checkpoint (libtorch, quant ", loaded->recipe.quant.method, ")");
+    source = loaded->checkpoint;
+    if (data.empty()) data = loaded->recipe.data.val;
+    if (seq_len == 0) seq_len = loaded->recipe.data.seq_len;
+    if (!data.empty()) {
+      absl::StatusOr<data::WindowSampler> val = data::WindowSampler::Open(data, seq_len, 0);
+      if (!val.ok()) return Fail("eval", std::string(val.status().message()));
+      absl::StatusOr<trainer::LmEval> r = trainer::EvaluateTorch(loaded->model, *val, *windows, 8);
+      if (!r.ok()) return Fail("eval", std::string(r.status().message()));
+      ev = *r;
+      have_eval = true;
+    }
+    if (sampling.max_new_tokens > 0) {
+      absl::StatusOr<trainer::Generation> g = trainer::GenerateTorch(loaded->model, prompt, sampling);
+      if (!g.ok()) return Fail("eval", std::string(g.status().message()));
+      gen = *g;
+    }
+  } else {
+    absl::StatusOr<kernels::Isa> isa = ParseIsa(args.Get("isa"));
+    if (!isa.ok()) return Fail("eval", std::string(isa.status().message()));
+    absl::StatusOr<std::unique_ptr<kernels::PackedModel>> model =
+        kernels::PackedModel::Load(args.Get("model"), static_cast<int>(*threads), *isa);
+    if (!model.ok()) return Fail("eval", std::string(model.status().message()));
+    source = args.Get("model");
+    kind = absl::StrCat("packed (qat kernels, ", kernels::IsaName(*isa), ", ",
+                        (*model)->packed_linears(), " ternary + ", (*model)->dense_linears(),
+                        " fp32 linears)");
+    if (seq_len == 0) seq_len = std::min<int64_t>(128, (*model)->config().max_seq_len);
+    if (!data.empty()) {
+      absl::StatusOr<data::WindowSampler> val = data::WindowSampler::Open(data, seq_len, 0);
+      if (!val.ok()) return Fail("eval", std::string(val.status().message()));
+      absl::StatusOr<trainer::LmEval> r = trainer::EvaluatePacked(**model, *val, *windows);
+      if (!r.ok()) return Fail("eval", std::string(r.status().message()));
+      ev = *r;
+      have_eval = true;
+    }
+    if (sampling.max_new_tokens > 0) {
+      absl::StatusOr<trainer::Generation> g = trainer::GeneratePacked(**model, prompt, sampling);
+      if (!g.ok()) return Fail("eval", std::string(g.status().message()));
+      gen = *g;
+    }
+  }
+
+  std::printf("eval: %s\n  model: %s\n", kind.c_str(), source.c_str());
+  if (have_eval) {
+    std::printf("  perplexity %.4f (nll %.5f) over %lld tokens, %.0f tokens/s\n", ev.perplexity,
+                ev.nll, (long long)ev.tokens, ev.tokens / std::max(1e-9, ev.seconds));
+  }
+  if (sampling.max_new_tokens > 0) {
+    std::printf("  decode %.1f tokens/s (%lld tokens)\n  sample: %s\n", gen.decode_tokens_per_s,
+                (long long)gen.new_tokens, JsonString(gen.text).c_str());
+  }
+  if (args.Has("json")) {
+    std::string j = absl::StrCat("{\"kind\": ", JsonString(kind), ", \"model\": ", JsonString(source));
+    if (have_eval) {
+      absl::StrAppendFormat(&j, ", \"perplexity\": %.9g, \"nll\": %.9g, \"tokens\": %d, "
+                            "\"eval_tokens_per_s\": %.6g", ev.perplexity, ev.nll, ev.tokens,
+                            ev.tokens / std::max(1e-9, ev.seconds));
+    }
+    absl::StrAppendFormat(&j, ", \"decode_tokens_per_s\": %.6g, \"new_tokens\": %d, \"sample\": %s}\n",
+                          gen.decode_tokens_per_s, gen.new_tokens, JsonString(gen.text));
+    absl::Status s = kernels::WriteFileAtomic(args.Get("json"), j);
+    if (!s.ok()) return Fail("eval", std::string(s.message()));
+  }
+  return 0;
+}
+
+}  // namespace qat::cli

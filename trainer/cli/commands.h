@@ -1,0 +1,16 @@
+// The `qat` subcommands. Each returns the process exit code and prints its own errors.
+#pragma once
+
+namespace qat::cli {
+
+int PrepMain(int argc, char** argv);    // qat prep
+int TrainMain(int argc, char** argv);   // qat train
+int ExportMain(int argc, char** argv);  // qat export
+int EvalMain(int argc, char** argv);    // qat eval
+int BenchMain(int argc, char** argv);   // qat bench
+int RecipeMain(int argc, char** argv);  // qat recipe check|show|schema
+
+// Prints "qat <command>: error: <message>" to stderr and returns 1.
+int Fail(const char* command, const std::string& message);
+
+}  // namespace qat::cli

@@ -1,0 +1,149 @@
+// qat: one binary, one subcommand per job.
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "trainer/cli/commands.h"
+#include "trainer/cli/flags.h"
+
+namespace qat::cli {
+
+int Fail(const char* command, const std::string& message) {
+  std::fprintf(stderr, "qat %s: error: %s\n", command, message.c_str());
+  return 1;
+}
+
+absl::StatusOr<Args> Args::Parse(int argc, char** argv, int first,
+                                 const std::vector<FlagSpec>& specs) {
+  Args args;
+  for (int i = first; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a.rfind("--", 0) != 0 || a == "--") {
+      args.positional_.push_back(a);
+      continue;
+    }
+    std::string name = a.substr(2), value;
+    bool has_inline = false;
+    if (size_t eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+      has_inline = true;
+    }
+    const FlagSpec* spec = nullptr;
+    for (const FlagSpec& s : specs) {
+      if (s.name == name) spec = &s;
+    }
+    if (spec == nullptr) return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
+    if (spec->takes_value && !has_inline) {
+      if (i + 1 >= argc) {
+        return absl::InvalidArgumentError(absl::StrCat("flag --", name, " needs a value"));
+      }
+      value = argv[++i];
+    }
+    if (!spec->takes_value && has_inline) {
+      return absl::InvalidArgumentError(absl::StrCat("flag --", name, " takes no value"));
+    }
+    if (!spec->repeatable && args.values_.count(name)) {
+      return absl::InvalidArgumentError(absl::StrCat("flag --", name, " given twice"));
+    }
+    args.values_[name].push_back(value);
+  }
+  return args;
+}
+
+std::string Args::Get(const std::string& name, const std::string& fallback) const {
+  auto it = values_.find(name);
+  return it == values_.end() ? fallback : it->second.back();
+}
+
+std::vector<std::string> Args::GetAll(const std::string& name) const {
+  auto it = values_.find(name);
+  return it == values_.end() ? std::vector<std::string>{} : it->second;
+}
+
+absl::StatusOr<int64_t> Args::GetInt(const std::string& name, int64_t fallback) const {
+  if (!Has(name)) return fallback;
+  const std::string v = Get(name);
+  char* end = nullptr;
+  errno = 0;
+  long long x = std::strtoll(v.c_str(), &end, 10);
+  if (v.empty() || *end != '\0' || errno != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("--", name, " expects an integer, got '", v, "'"));
+  }
+  return static_cast<int64_t>(x);
+}
+
+absl::StatusOr<double> Args::GetDouble(const std::string& name, double fallback) const {
+  if (!Has(name)) return fallback;
+  const std::string v = Get(name);
+  char* end = nullptr;
+  errno = 0;
+  double x = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end != '\0' || errno != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("--", name, " expects a number, got '", v, "'"));
+  }
+  return x;
+}
+
+std::string FlagHelp(const std::vector<FlagSpec>& specs) {
+  std::string out;
+  for (const FlagSpec& s : specs) {
+    std::string left = "  --" + s.name + (s.takes_value ? " VALUE" : "");
+    if (left.size() < 26) left.resize(26, ' ');
+    out += left + " " + s.help + "\n";
+  }
+  return out;
+}
+
+bool ParseCommand(int argc, char** argv, const char* command, const char* usage,
+                  std::vector<FlagSpec> specs, Args* args, int* exit_code) {
+  specs.push_back({"help", false, false, "show this help"});
+  absl::StatusOr<Args> parsed = Args::Parse(argc, argv, 2, specs);
+  if (!parsed.ok()) {
+    std::fprintf(stderr, "qat %s: error: %s\nusage: %s\n%s", command,
+                 std::string(parsed.status().message()).c_str(), usage, FlagHelp(specs).c_str());
+    *exit_code = 2;
+    return false;
+  }
+  if (parsed->Has("help")) {
+    std::printf("usage: %s\n%s", usage, FlagHelp(specs).c_str());
+    *exit_code = 0;
+    return false;
+  }
+  *args = std::move(*parsed);
+  return true;
+}
+
+}  // namespace qat::cli
+
+namespace {
+constexpr char kUsage[] =
+    "usage: qat <command> [args]\n"
+    "commands:\n"
+    "  prep     text files -> token shards (train.bin, val.bin)\n"
+    "  train    train from a YAML recipe (run it under mpirun for several ranks)\n"
+    "  export   checkpoint -> packed model file (ternary 2-bit + fp32)\n"
+    "  eval     perplexity, speed and generated text of a packed model or a checkpoint\n"
+    "  bench    kernel benchmarks: packed ternary vs dense fp32 libtorch\n"
+    "  recipe   check | show | schema: validate and print recipes\n"
+    "Run 'qat <command> --help' for its flags.\n";
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "help")) {
+    std::fputs(kUsage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string cmd = argv[1];
+  if (cmd == "prep") return qat::cli::PrepMain(argc, argv);
+  if (cmd == "train") return qat::cli::TrainMain(argc, argv);
+  if (cmd == "export") return qat::cli::ExportMain(argc, argv);
+  if (cmd == "eval") return qat::cli::EvalMain(argc, argv);
+  if (cmd == "bench") return qat::cli::BenchMain(argc, argv);
+  if (cmd == "recipe") return qat::cli::RecipeMain(argc, argv);
+  std::fprintf(stderr, "qat: unknown command '%s'\n%s", cmd.c_str(), kUsage);
+  return 2;
+}

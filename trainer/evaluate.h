@@ -1,0 +1,47 @@
+// Evaluation of a language model on validation windows, with libtorch (checkpoints) or with the
+// packed runtime (exports); both read the same windows, so their perplexities compare directly.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "data/tokens.h"
+#include "kernels/runtime.h"
+#include "trainer/model.h"
+
+namespace qat::trainer {
+
+struct LmEval {
+  double nll = 0.0;         // mean negative log-likelihood per target token (nats)
+  double perplexity = 0.0;  // exp(nll)
+  int64_t tokens = 0;       // target tokens scored
+  double seconds = 0.0;     // wall time of the forward passes
+};
+
+// Scores windows 0..min(max_windows, available)-1 of `val` (each seq_len inputs + targets).
+absl::StatusOr<LmEval> EvaluateTorch(CausalLM& model, const data::WindowSampler& val,
+                                     int64_t max_windows, int64_t batch_size);
+absl::StatusOr<LmEval> EvaluatePacked(const kernels::PackedModel& model,
+                                      const data::WindowSampler& val, int64_t max_windows);
+
+struct Generation {
+  std::string text;
+  int64_t new_tokens = 0;
+  double prefill_tokens_per_s = 0.0;
+  double decode_tokens_per_s = 0.0;
+};
+struct SamplingOptions {
+  int64_t max_new_tokens = 64;
+  double temperature = 0.8;
+  int64_t top_k = 40;
+  uint64_t seed = 1;
+};
+// Generation with the packed runtime (KV cache). The prompt is BOS + its bytes; stops at EOS.
+absl::StatusOr<Generation> GeneratePacked(const kernels::PackedModel& model,
+                                          const std::string& prompt, const SamplingOptions& opt);
+// Generation with libtorch (no KV cache: the whole prefix is recomputed per token).
+absl::StatusOr<Generation> GenerateTorch(CausalLM& model, const std::string& prompt,
+                                         const SamplingOptions& opt);
+
+}  // namespace qat::trainer

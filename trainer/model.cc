@@ -1,0 +1,186 @@
+#include "trainer/model.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace qat::trainer {
+
+QLinearImpl::QLinearImpl(int64_t in, int64_t out, std::shared_ptr<quant::WeightQuantizer> quantizer)
+    : quantizer_(std::move(quantizer)) {
+  weight = register_parameter("weight", torch::empty({out, in}));
+}
+
+torch::Tensor QLinearImpl::effective_weight() {
+  return quantizer_ ? quantizer_->FakeQuant(weight) : weight;
+}
+
+torch::Tensor QLinearImpl::forward(const torch::Tensor& x) {
+  return torch::matmul(x, effective_weight().t());
+}
+
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps_(eps) {
+  weight = register_parameter("weight", torch::ones({dim}));
+}
+
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
+  torch::Tensor x32 = x.to(torch::kFloat32);
+  torch::Tensor normed = x32 * torch::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + eps_);
+  return normed.to(x.scalar_type()) * weight;
+}
+
+namespace {
+// "Rotate half": (x1, x2) -> (-x2, x1) over the two halves of the head dimension.
+torch::Tensor RotateHalf(const torch::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+}  // namespace
+
+AttentionImpl::AttentionImpl(const ModelConfig& c, const std::shared_ptr<quant::WeightQuantizer>& q)
+    : num_heads_(c.num_heads),
+      num_kv_heads_(c.num_kv_heads),
+      head_dim_(c.hidden_size / c.num_heads) {
+  const int64_t kv_dim = num_kv_heads_ * head_dim_;
+  q_proj = register_module("q_proj", QLinear(c.hidden_size, c.hidden_size, q));
+  k_proj = register_module("k_proj", QLinear(c.hidden_size, kv_dim, q));
+  v_proj = register_module("v_proj", QLinear(c.hidden_size, kv_dim, q));
+  o_proj = register_module("o_proj", QLinear(c.hidden_size, c.hidden_size, q));
+}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
+                                     const torch::Tensor& sin) {
+  const int64_t B = x.size(0), T = x.size(1);
+  torch::Tensor q = q_proj(x).view({B, T, num_heads_, head_dim_}).transpose(1, 2);
+  torch::Tensor k = k_proj(x).view({B, T, num_kv_heads_, head_dim_}).transpose(1, 2);
+  torch::Tensor v = v_proj(x).view({B, T, num_kv_heads_, head_dim_}).transpose(1, 2);
+  q = q * cos + RotateHalf(q) * sin;
+  k = k * cos + RotateHalf(k) * sin;
+  if (num_kv_heads_ != num_heads_) {
+    // Query head j reads key/value head j / (num_heads / num_kv_heads).
+    k = k.repeat_interleave(num_heads_ / num_kv_heads_, /*dim=*/1);
+    v = v.repeat_interleave(num_heads_ / num_kv_heads_, /*dim=*/1);
+  }
+  torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(head_dim_));
+  torch::Tensor causal =
+      torch::ones({T, T}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(1);
+  scores = scores.masked_fill(causal, -std::numeric_limits<float>::infinity());
+  torch::Tensor probs = torch::softmax(scores.to(torch::kFloat32), -1).to(q.scalar_type());
+  torch::Tensor out = torch::matmul(probs, v).transpose(1, 2).reshape({B, T, num_heads_ * head_dim_});
+  return o_proj(out);
+}
+
+MlpImpl::MlpImpl(const ModelConfig& c, const std::shared_ptr<quant::WeightQuantizer>& q) {
+  gate_proj = register_module("gate_proj", QLinear(c.hidden_size, c.intermediate_size, q));
+  up_proj = register_module("up_proj", QLinear(c.hidden_size, c.intermediate_size, q));
+  down_proj = register_module("down_proj", QLinear(c.intermediate_size, c.hidden_size, q));
+}
+
+torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
+  return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
+}
+
+DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c,
+                                   const std::shared_ptr<quant::WeightQuantizer>& q) {
+  self_attn = register_module("self_attn", Attention(c, q));
+  mlp = register_module("mlp", Mlp(c, q));
+  input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+  post_attention_layernorm =
+      register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+}
+
+torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
+                                        const torch::Tensor& sin) {
+  torch::Tensor h = x + self_attn(input_layernorm(x), cos, sin);
+  return h + mlp(post_attention_layernorm(h));
+}
+
+LlamaModelImpl::LlamaModelImpl(const ModelConfig& c,
+                               const std::shared_ptr<quant::WeightQuantizer>& q) {
+  embed_tokens = register_module(
+      "embed_tokens", torch::nn::Embedding(torch::nn::EmbeddingOptions(c.vocab_size, c.hidden_size)));
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < c.num_layers; ++i) layers->push_back(DecoderLayer(c, q));
+  norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+}
+
+CausalLMImpl::CausalLMImpl(const ModelConfig& c, const QuantConfig& quant)
+    : config_(c), quant_(quant) {
+  std::shared_ptr<quant::WeightQuantizer> block_q =
+      quant::MakeWeightQuantizer(quant.method, quant.granularity).value();
+  embed_quantizer_ = quant.embeddings ? block_q : nullptr;
+  model = register_module("model", LlamaModel(c, block_q));
+  if (!c.tie_embeddings) {
+    lm_head = register_module(
+        "lm_head", QLinear(c.hidden_size, c.vocab_size, quant.lm_head ? block_q : nullptr));
+  }
+  // RoPE tables: angle(p, i) = p * theta^(-2i/hd), duplicated over the two halves.
+  const int64_t hd = c.hidden_size / c.num_heads;
+  torch::Tensor inv_freq =
+      torch::pow(c.rope_theta, -torch::arange(0, hd, 2, torch::kFloat64) / double(hd));
+  torch::Tensor angles = torch::outer(torch::arange(c.max_seq_len, torch::kFloat64), inv_freq);
+  angles = torch::cat({angles, angles}, -1);
+  rope_cos_ = register_buffer("rope_cos", angles.cos().to(torch::kFloat32));
+  rope_sin_ = register_buffer("rope_sin", angles.sin().to(torch::kFloat32));
+}
+
+torch::Tensor CausalLMImpl::EmbeddingWeight() {
+  torch::Tensor w = model->embed_tokens->weight;
+  return embed_quantizer_ ? embed_quantizer_->FakeQuant(w) : w;
+}
+
+torch::Tensor CausalLMImpl::LmHeadWeight() {
+  return lm_head ? lm_head->effective_weight() : EmbeddingWeight();
+}
+
+torch::Tensor CausalLMImpl::Embed(const torch::Tensor& tokens) {
+  return torch::nn::functional::embedding(tokens, EmbeddingWeight());
+}
+
+torch::Tensor CausalLMImpl::ForwardFromEmbeddings(const torch::Tensor& embeddings) {
+  const int64_t T = embeddings.size(1);
+  torch::Tensor cos = rope_cos_.narrow(0, 0, T).to(embeddings.scalar_type());
+  torch::Tensor sin = rope_sin_.narrow(0, 0, T).to(embeddings.scalar_type());
+  torch::Tensor h = embeddings;
+  for (const auto& layer : *model->layers) h = layer->as<DecoderLayer>()->forward(h, cos, sin);
+  h = model->norm(h);
+  return torch::matmul(h, LmHeadWeight().t());
+}
+
+torch::Tensor CausalLMImpl::forward(const torch::Tensor& tokens) {
+  return ForwardFromEmbeddings(Embed(tokens));
+}
+
+absl::StatusOr<CausalLM> BuildModel(const ModelConfig& model, const QuantConfig& quant) {
+  absl::StatusOr<std::shared_ptr<quant::WeightQuantizer>> q =
+      quant::MakeWeightQuantizer(quant.method, quant.granularity);
+  if (!q.ok()) return q.status();
+  if (model.max_seq_len < 1 || model.hidden_size % model.num_heads != 0 ||
+      model.num_heads % model.num_kv_heads != 0) {
+    return absl::InvalidArgumentError("model: inconsistent head counts");
+  }
+  return CausalLM(model, quant);
+}
+
+void InitWeights(CausalLM& model, uint64_t seed, double std) {
+  torch::NoGradGuard no_grad;
+  auto gen = at::detail::createCPUGenerator(seed);
+  // Residual output projections are scaled down by sqrt(2 * layers) (GPT-2), so the residual
+  // stream's variance does not grow with depth.
+  const double residual_std = std / std::sqrt(2.0 * model->config().num_layers);
+  for (auto& item : model->named_parameters()) {
+    const std::string& name = item.key();
+    torch::Tensor& p = item.value();
+    if (p.dim() == 1) {
+      p.fill_(1.0);  // RMSNorm gains
+    } else {
+      const bool residual =
+          name.find("o_proj") != std::string::npos || name.find("down_proj") != std::string::npos;
+      p.normal_(0.0, residual ? residual_std : std, gen);
+    }
+  }
+}
+
+}  // namespace qat::trainer

@@ -1,0 +1,123 @@
+// The LLaMA-family decoder in libtorch, with fake-quantized linears.
+//
+// Parameter names are those of Hugging Face LLaMA (model.layers.N.self_attn.q_proj.weight, ...),
+// so checkpoints, exports and imports share one naming. The math is written out in
+// kernels/runtime.h; the packed runtime computes the same function.
+// Attention is written with plain matmul + softmax (not a fused kernel) because the smoothness
+// regularizer needs double backward through it.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/types.h>
+
+#include "quant/quantizer.h"
+#include "trainer/recipe.h"
+
+namespace qat::trainer {
+
+// A bias-free linear layer whose weight goes through a fake quantizer (when one is set).
+class QLinearImpl : public torch::nn::Module {
+ public:
+  QLinearImpl(int64_t in, int64_t out, std::shared_ptr<quant::WeightQuantizer> quantizer);
+  torch::Tensor forward(const torch::Tensor& x);
+  // The weight the forward pass multiplies by (fake-quantized or latent).
+  torch::Tensor effective_weight();
+  const std::shared_ptr<quant::WeightQuantizer>& quantizer() const { return quantizer_; }
+  torch::Tensor weight;
+
+ private:
+  std::shared_ptr<quant::WeightQuantizer> quantizer_;
+};
+TORCH_MODULE(QLinear);
+
+class RMSNormImpl : public torch::nn::Module {
+ public:
+  RMSNormImpl(int64_t dim, double eps);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor weight;
+
+ private:
+  double eps_;
+};
+TORCH_MODULE(RMSNorm);
+
+class AttentionImpl : public torch::nn::Module {
+ public:
+  AttentionImpl(const ModelConfig& c, const std::shared_ptr<quant::WeightQuantizer>& q);
+  // x: [B, T, hidden]; cos/sin: [T, head_dim]
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+  QLinear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+
+ private:
+  int64_t num_heads_, num_kv_heads_, head_dim_;
+};
+TORCH_MODULE(Attention);
+
+class MlpImpl : public torch::nn::Module {
+ public:
+  MlpImpl(const ModelConfig& c, const std::shared_ptr<quant::WeightQuantizer>& q);
+  torch::Tensor forward(const torch::Tensor& x);
+  QLinear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+};
+TORCH_MODULE(Mlp);
+
+class DecoderLayerImpl : public torch::nn::Module {
+ public:
+  DecoderLayerImpl(const ModelConfig& c, const std::shared_ptr<quant::WeightQuantizer>& q);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+  Attention self_attn{nullptr};
+  Mlp mlp{nullptr};
+  RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+};
+TORCH_MODULE(DecoderLayer);
+
+// The decoder stack: embed_tokens, layers, norm (HF's LlamaModel).
+class LlamaModelImpl : public torch::nn::Module {
+ public:
+  LlamaModelImpl(const ModelConfig& c, const std::shared_ptr<quant::WeightQuantizer>& q);
+  torch::nn::Embedding embed_tokens{nullptr};
+  torch::nn::ModuleList layers{nullptr};
+  RMSNorm norm{nullptr};
+};
+TORCH_MODULE(LlamaModel);
+
+// LlamaModel plus the LM head (HF's LlamaForCausalLM).
+class CausalLMImpl : public torch::nn::Module {
+ public:
+  // quant: the recipe's quant section; method none gives the full-precision model.
+  CausalLMImpl(const ModelConfig& c, const QuantConfig& quant);
+  // tokens: [B, T] int64 -> logits [B, T, vocab]
+  torch::Tensor forward(const torch::Tensor& tokens);
+  // The embedding lookup, and the rest of the model from given input embeddings (so that the
+  // gradient with respect to the embeddings can be taken).
+  torch::Tensor Embed(const torch::Tensor& tokens);
+  torch::Tensor ForwardFromEmbeddings(const torch::Tensor& embeddings);
+  // The embedding / LM-head weights as the forward pass uses them.
+  torch::Tensor EmbeddingWeight();
+  torch::Tensor LmHeadWeight();
+
+  const ModelConfig& config() const { return config_; }
+  const QuantConfig& quant() const { return quant_; }
+  LlamaModel model{nullptr};
+  QLinear lm_head{nullptr};  // null when tied
+
+ private:
+  ModelConfig config_;
+  QuantConfig quant_;
+  std::shared_ptr<quant::WeightQuantizer> embed_quantizer_;
+  torch::Tensor rope_cos_, rope_sin_;  // [max_seq_len, head_dim], buffers (not saved)
+};
+TORCH_MODULE(CausalLM);
+
+// Builds the model from a recipe; errors name the bad quant key.
+absl::StatusOr<CausalLM> BuildModel(const ModelConfig& model, const QuantConfig& quant);
+// Initialises every weight deterministically from `seed` (normal(0, std), norms = 1).
+void InitWeights(CausalLM& model, uint64_t seed, double std);
+
+}  // namespace qat::trainer

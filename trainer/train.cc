@@ -1,0 +1,310 @@
+#include "trainer/train.h"
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "data/tokens.h"
+#include "kernels/safetensors.h"
+#include "quant/distill.h"
+#include "trainer/checkpoint.h"
+#include "trainer/evaluate.h"
+#include "trainer/optimizer.h"
+
+namespace qat::trainer {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+// Keeps the metrics lines of steps <= `step` (a resumed run rewrites what came after).
+absl::Status TruncateMetrics(const std::string& path, int64_t step) {
+  std::ifstream in(path);
+  if (!in) return absl::OkStatus();
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    long long s = -1;
+    if (std::sscanf(line.c_str(), "{\"step\": %lld", &s) == 1 && s <= step) kept += line + "\n";
+  }
+  return kernels::WriteFileAtomic(path, kept);
+}
+
+// Sums the gradients of all ranks in one flat buffer (one collective per step).
+absl::Status AllReduceGradients(const std::vector<torch::Tensor>& params, comm::ProcessGroup& g) {
+  if (g.size() == 1) return absl::OkStatus();
+  std::vector<torch::Tensor> flat;
+  for (const torch::Tensor& p : params) flat.push_back(p.grad().reshape({-1}));
+  torch::Tensor buffer = torch::cat(flat).contiguous();
+  absl::Status s = g.AllReduceSum(buffer.data_ptr<float>(), buffer.numel());
+  if (!s.ok()) return s;
+  int64_t offset = 0;
+  for (const torch::Tensor& p : params) {
+    p.grad().copy_(buffer.narrow(0, offset, p.numel()).view_as(p));
+    offset += p.numel();
+  }
+  return absl::OkStatus();
+}
+
+double ClipGradients(const std::vector<torch::Tensor>& params, double max_norm) {
+  torch::NoGradGuard no_grad;
+  double sq = 0.0;
+  for (const torch::Tensor& p : params) sq += p.grad().to(torch::kFloat64).pow(2).sum().item<double>();
+  const double norm = std::sqrt(sq);
+  if (max_norm > 0 && norm > max_norm) {
+    const double coef = max_norm / (norm + 1e-6);
+    for (const torch::Tensor& p : params) p.grad().mul_(coef);
+  }
+  return norm;
+}
+
+std::string JsonNumber(double x) {
+  return std::isfinite(x) ? absl::StrFormat("%.9g", x) : std::string("null");
+}
+
+}  // namespace
+
+double LearningRate(const TrainConfig& t, int64_t step) {
+  if (t.warmup_steps > 0 && step < t.warmup_steps) {
+    return t.lr * double(step + 1) / double(t.warmup_steps);
+  }
+  const int64_t decay_steps = std::max<int64_t>(1, t.steps - t.warmup_steps);
+  const double progress = std::min(1.0, double(step - t.warmup_steps) / double(decay_steps));
+  return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1.0 + std::cos(M_PI * progress));
+}
+
+absl::StatusOr<LoadedModel> LoadModelFromCheckpoint(const std::string& path) {
+  absl::StatusOr<std::string> dir = ResolveCheckpoint(path);
+  if (!dir.ok()) return dir.status();
+  absl::StatusOr<CheckpointState> state = LoadCheckpoint(*dir, /*load_optimizer=*/false);
+  if (!state.ok()) return state.status();
+  absl::StatusOr<Recipe> recipe = ParseRecipeText(state->recipe_yaml, *dir + "/recipe.yaml");
+  if (!recipe.ok()) return recipe.status();
+  absl::StatusOr<CausalLM> model = BuildModel(recipe->model, recipe->quant);
+  if (!model.ok()) return model.status();
+  absl::Status s = LoadParameters(**model, state->model, *dir + "/model.safetensors");
+  if (!s.ok()) return s;
+  (*model)->eval();
+  return LoadedModel{*model, *recipe, *dir, state->step};
+}
+
+absl::StatusOr<TrainResult> Train(const Recipe& r, comm::ProcessGroup& g) {
+  const bool is_main = g.rank() == 0;
+  auto say = [&](const std::string& line) {
+    if (is_main) std::printf("%s\n", line.c_str()), std::fflush(stdout);
+  };
+  if (r.train.threads > 0) torch::set_num_threads(static_cast<int>(r.train.threads));
+
+  // Each rank takes a contiguous slice of every global batch, in micro batches.
+  const int64_t world = g.size();
+  if (r.train.batch_size % world != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        r.path, ": train.batch_size (", r.train.batch_size, ") must be a multiple of the ", world,
+        " ranks"));
+  }
+  const int64_t per_rank = r.train.batch_size / world;
+  const int64_t micro = std::min(r.train.micro_batch_size, per_rank);
+  if (per_rank % micro != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        r.path, ": the ", per_rank, " sequences per rank must be a multiple of "
+        "train.micro_batch_size (", micro, ")"));
+  }
+
+  absl::StatusOr<data::WindowSampler> train_data =
+      data::WindowSampler::Open(r.data.train, r.data.seq_len, static_cast<uint64_t>(r.run.seed));
+  if (!train_data.ok()) return train_data.status();
+  std::optional<data::WindowSampler> val_data;
+  if (!r.data.val.empty()) {
+    absl::StatusOr<data::WindowSampler> v = data::WindowSampler::Open(r.data.val, r.data.seq_len, 0);
+    if (!v.ok()) return v.status();
+    val_data = std::move(*v);
+  }
+
+  absl::StatusOr<CausalLM> built = BuildModel(r.model, r.quant);
+  if (!built.ok()) return built.status();
+  CausalLM model = *built;
+  InitWeights(model, static_cast<uint64_t>(r.run.seed), r.model.init_std);
+  std::vector<std::pair<std::string, torch::Tensor>> named;
+  std::vector<torch::Tensor> params;
+  for (auto& item : model->named_parameters()) {
+    named.emplace_back(item.key(), item.value());
+    params.push_back(item.value());
+  }
+  AdamW optimizer(named, {r.train.beta1, r.train.beta2, r.train.eps, r.train.weight_decay});
+
+  // Where to start: a checkpoint of this run, else the init_from weights, else the init above.
+  int64_t start_step = 0;
+  std::vector<std::string> skipped;
+  const std::string resume_dir = r.run.resume == "auto" ? FindLatestCheckpoint(r.run.dir, &skipped) : "";
+  for (const std::string& s : skipped) say("warning: skipping invalid checkpoint: " + s);
+  if (!resume_dir.empty()) {
+    absl::StatusOr<CheckpointState> state = LoadCheckpoint(resume_dir, /*load_optimizer=*/true);
+    if (!state.ok()) return state.status();
+    absl::Status s = LoadParameters(*model, state->model, resume_dir + "/model.safetensors");
+    if (s.ok()) s = optimizer.LoadState(state->optimizer, state->step, resume_dir);
+    if (!s.ok()) return s;
+    start_step = state->step;
+    say(absl::StrCat("resuming from ", resume_dir, " (step ", start_step, ")"));
+  } else if (!r.model.init_from.empty()) {
+    absl::StatusOr<std::string> dir = ResolveCheckpoint(r.model.init_from);
+    if (!dir.ok()) return dir.status();
+    absl::StatusOr<CheckpointState> state = LoadCheckpoint(*dir, /*load_optimizer=*/false);
+    if (!state.ok()) return state.status();
+    absl::Status s = LoadParameters(*model, state->model, *dir + "/model.safetensors");
+    if (!s.ok()) return s;
+    say(absl::StrCat("initialised from ", *dir));
+  }
+
+  CausalLM teacher{nullptr};
+  if (!r.distill.teacher.empty()) {
+    absl::StatusOr<LoadedModel> t = LoadModelFromCheckpoint(r.distill.teacher);
+    if (!t.ok()) return t.status();
+    if (t->recipe.model.vocab_size != r.model.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          r.path, ": distill.teacher ", t->checkpoint, " has vocab_size ",
+          t->recipe.model.vocab_size, ", the student ", r.model.vocab_size));
+    }
+    teacher = t->model;
+    for (auto& p : teacher->parameters()) p.set_requires_grad(false);
+    say(absl::StrCat("teacher: ", t->checkpoint, " (step ", t->step, ")"));
+  }
+
+  const std::string recipe_yaml = RecipeToYaml(r);
+  const std::string metrics_path = (fs::path(r.run.dir) / "metrics.jsonl").string();
+  if (is_main) {
+    std::error_code ec;
+    fs::create_directories(r.run.dir, ec);
+    if (ec) return absl::InternalError(absl::StrCat(r.run.dir, ": ", ec.message()));
+    absl::Status s = kernels::WriteFileAtomic((fs::path(r.run.dir) / "recipe.yaml").string(), recipe_yaml);
+    if (s.ok()) s = TruncateMetrics(metrics_path, start_step);
+    if (!s.ok()) return s;
+  }
+  std::ofstream metrics;
+  if (is_main) metrics.open(metrics_path, std::ios::app);
+
+  int64_t n_params = 0;
+  for (const torch::Tensor& p : params) n_params += p.numel();
+  say(absl::StrFormat("model: %d parameters, quant %s/%s, %d rank(s), %d sequences x %d tokens "
+                      "per step (micro batch %d)",
+                      n_params, r.quant.method, r.quant.granularity, world, r.train.batch_size,
+                      r.data.seq_len, micro));
+
+  TrainResult result;
+  result.final_step = start_step;
+  result.val_loss = std::nan("");
+  const int64_t T = r.data.seq_len;
+  std::vector<int32_t> window(static_cast<size_t>(micro * (T + 1)));
+  Clock::time_point interval_start = Clock::now();
+  int64_t interval_tokens = 0;
+  std::string last_checkpoint;
+
+  for (int64_t step = start_step; step < r.train.steps; ++step) {
+    const double lr = LearningRate(r.train, step);
+    for (torch::Tensor& p : params) {
+      if (p.grad().defined()) p.grad().zero_();
+    }
+    double step_loss = 0.0;
+    for (int64_t first = 0; first < per_rank; first += micro) {
+      train_data->Fill(step, g.rank() * per_rank + first, micro, window.data());
+      torch::Tensor batch =
+          torch::from_blob(window.data(), {micro, T + 1}, torch::kInt32).to(torch::kInt64);
+      torch::Tensor inputs = batch.narrow(1, 0, T), targets = batch.narrow(1, 1, T);
+      torch::Tensor logits = model->forward(inputs);
+      torch::Tensor loss = quant::CrossEntropyLoss(logits, targets);
+      if (teacher) {
+        torch::Tensor teacher_logits;
+        {
+          torch::NoGradGuard no_grad;
+          teacher_logits = teacher->forward(inputs);
+        }
+        torch::Tensor kd = quant::KlDistillLoss(logits, teacher_logits, r.distill.temperature);
+        loss = r.distill.kd_weight * kd + (1.0 - r.distill.kd_weight) * loss;
+      }
+      const double weight = double(micro) / double(r.train.batch_size);
+      (loss * weight).backward();
+      step_loss += loss.item<double>() * weight;
+    }
+    absl::Status s = AllReduceGradients(params, g);
+    if (s.ok()) s = g.AllReduceSum(&step_loss, 1);
+    if (!s.ok()) return s;
+    const double grad_norm = ClipGradients(params, r.train.grad_clip);
+    optimizer.Step(lr);
+    interval_tokens += r.train.batch_size * T;
+    result.final_step = step + 1;
+    result.final_loss = step_loss;
+    ++result.steps_run;
+    if (!std::isfinite(step_loss)) {
+      return absl::InternalError(absl::StrCat("step ", step + 1, ": the loss is not finite (",
+                                              step_loss, "); lower train.lr?"));
+    }
+
+    const bool last = step + 1 == r.train.steps;
+    const bool stopping = r.run.stop_after > 0 && step + 1 == r.run.stop_after;
+    double val_loss = std::nan("");
+    if (val_data && ((r.eval.every > 0 && (step + 1) % r.eval.every == 0) || last)) {
+      if (is_main) {
+        absl::StatusOr<LmEval> ev = EvaluateTorch(model, *val_data, r.eval.max_windows, micro);
+        if (!ev.ok()) return ev.status();
+        val_loss = ev->nll;
+        result.val_loss = val_loss;
+      }
+      s = g.Barrier();
+      if (!s.ok()) return s;
+    }
+    if ((step + 1) % r.run.log_every == 0 || last || step == start_step) {
+      const double secs = Seconds(interval_start, Clock::now());
+      const double tps = secs > 0 ? interval_tokens / secs : 0.0;
+      std::string line = absl::StrFormat("step %d/%d | loss %.4f | lr %.3e | grad_norm %.3f | %.0f tok/s",
+                                         step + 1, r.train.steps, step_loss, lr, grad_norm, tps);
+      if (std::isfinite(val_loss)) absl::StrAppendFormat(&line, " | val_loss %.4f", val_loss);
+      say(line);
+      if (is_main) {
+        metrics << "{\"step\": " << step + 1 << ", \"loss\": " << JsonNumber(step_loss)
+                << ", \"lr\": " << JsonNumber(lr) << ", \"grad_norm\": " << JsonNumber(grad_norm)
+                << ", \"tokens_per_s\": " << JsonNumber(tps)
+                << ", \"val_loss\": " << JsonNumber(val_loss) << "}\n";
+        metrics.flush();
+      }
+      interval_start = Clock::now();
+      interval_tokens = 0;
+    }
+    if ((r.run.save_every > 0 && (step + 1) % r.run.save_every == 0) || last || stopping) {
+      if (is_main) {
+        CheckpointState state;
+        state.step = step + 1;
+        state.world_size = world;
+        state.loss = step_loss;
+        state.recipe_yaml = recipe_yaml;
+        state.model = ParameterMap(*model);
+        state.optimizer = optimizer.State();
+        absl::StatusOr<std::string> dir = SaveCheckpoint(r.run.dir, state, r.run.keep_last);
+        if (!dir.ok()) return dir.status();
+        last_checkpoint = *dir;
+        say("saved " + *dir);
+      }
+      s = g.Barrier();
+      if (!s.ok()) return s;
+    }
+    if (stopping) {
+      say(absl::StrCat("stopping at step ", step + 1, " (run.stop_after)"));
+      break;
+    }
+  }
+  if (last_checkpoint.empty()) last_checkpoint = resume_dir;
+  result.checkpoint = last_checkpoint;
+  if (result.steps_run == 0) say(absl::StrCat("run already complete at step ", start_step));
+  return result;
+}
+
+}  // namespace qat::trainer

@@ -1,0 +1,37 @@
+// The training loop: data -> model (+ quantizers) -> loss (CE or distillation) -> gradients
+// (summed over ranks) -> clipped AdamW step; logs, metrics, checkpoints and exact resume.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "comm/process_group.h"
+#include "trainer/model.h"
+#include "trainer/recipe.h"
+
+namespace qat::trainer {
+
+struct TrainResult {
+  int64_t steps_run = 0;      // steps this invocation ran (0 when the run was already complete)
+  int64_t final_step = 0;
+  double final_loss = 0.0;    // training loss of the last step
+  double val_loss = 0.0;      // mean validation NLL at the end (nan when no data.val)
+  std::string checkpoint;     // the final checkpoint directory
+};
+
+absl::StatusOr<TrainResult> Train(const Recipe& recipe, comm::ProcessGroup& group);
+
+// Learning rate at `step` (0-based): linear warmup to lr, then cosine down to min_lr.
+double LearningRate(const TrainConfig& train, int64_t step);
+
+// A model restored from a checkpoint directory (or a run directory's newest checkpoint), built
+// from the recipe stored with it.
+struct LoadedModel {
+  CausalLM model{nullptr};
+  Recipe recipe;
+  std::string checkpoint;
+  int64_t step = 0;
+};
+absl::StatusOr<LoadedModel> LoadModelFromCheckpoint(const std::string& path);
+
+}  // namespace qat::trainer
