@@ -10,7 +10,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <vector>
 
 #include "kernels/ternary.h"
 #include "kernels/ternary_impl.h"
@@ -214,18 +213,19 @@ void TernaryGemvRows(const TernaryView& w, const float* x_padded, float* y, int6
 void TernaryGemmRows(const TernaryView& w, const float* x, int64_t m, float* y, int64_t row_begin,
                      int64_t row_end) {
   const int64_t row_bytes = TernaryRowBytes(w.cols);
-  thread_local std::vector<float> decoded;
-  decoded.resize(kGemmRowTile * kGemmColumnChunk);
+  // A plain array, not std::vector: a library template instantiated in this AVX file could be
+  // picked by the linker for generic code and crash on CPUs without the instruction set.
+  alignas(64) static thread_local float decoded[kGemmRowTile * kGemmColumnChunk];
   GemmRows(w.rows, w.cols, x, m, y, row_begin, row_end,
            [&](int64_t t0, int64_t t1, int64_t k0, int64_t kn, int64_t* stride) {
              const int64_t first_block = k0 / kTernaryBlock;
              const int64_t blocks = (kn + kTernaryBlock - 1) / kTernaryBlock;
              for (int64_t r = t0; r < t1; ++r) {
                DecodeBlocks(w.data + r * row_bytes + first_block * kTernaryBlockBytes, blocks,
-                            decoded.data() + (r - t0) * kGemmColumnChunk);
+                            decoded + (r - t0) * kGemmColumnChunk);
              }
              *stride = kGemmColumnChunk;
-             return decoded.data();
+             return decoded;
            });
   for (int64_t i = 0; i < m; ++i) {
     for (int64_t r = row_begin; r < row_end; ++r) y[i * w.rows + r] *= TernaryRowScale(w, r);

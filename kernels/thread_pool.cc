@@ -1,12 +1,13 @@
 // ThreadPool: persistent workers that spin briefly, then sleep on a condition variable.
 //
 // One ParallelFor is a "job": n split into chunks (multiples of grain), claimed one at a time by
-// the caller and by the workers through one atomic word that holds (job generation << 32 | next
-// chunk). Claiming is a compare-and-swap on that word, so a worker that wakes late and still holds
-// an old generation can never claim a chunk of a newer job, and the caller never waits for workers
-// that find nothing to do: it returns once every chunk has been run. Decode loops call this
-// millions of times, so the common path takes no lock: workers that are still spinning see the new
-// generation without a notify, and the condition variable is touched only when some worker sleeps.
+// the caller and by the workers through one atomic word that holds the job generation, the chunk
+// count and the next chunk. Claiming is a compare-and-swap on that word, so a worker that wakes
+// late and still holds an old generation can never claim a chunk of a newer job, and the caller
+// never waits for workers that find nothing to do: it returns once every chunk has been run. Decode
+// loops call this millions of times, so the common path takes no lock: workers that are still
+// spinning see the new generation without a notify, and the condition variable is touched only when
+// some worker sleeps.
 #include "kernels/thread_pool.h"
 
 #include <algorithm>

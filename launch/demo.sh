@@ -12,10 +12,7 @@ start=$(date +%s)
 launch/setup.sh
 qat=${QAT_BUILD_DIR:-build}/trainer/qat
 ranks=${QAT_DEMO_RANKS:-1}
-# One rank per core at most; --bind-to none lets libtorch's threads use the cores the rank has.
-threads=$(( $(nproc) / ranks )); ((threads < 1)) && threads=1
-mpirun_args=(-np "$ranks" --bind-to none --oversubscribe -x OMP_NUM_THREADS="$threads")
-[ "$(id -u)" -eq 0 ] && mpirun_args+=(--allow-run-as-root)
+export QAT_BIN=$qat  # launch/qat-run wraps mpirun (root, oversubscription, threads per rank)
 out=runs/demo
 mkdir -p "$out"
 
@@ -26,9 +23,9 @@ if [ ! -f $out/data/val.bin ]; then
 fi
 
 echo "== 2/5 teacher: full precision, cross entropy (mpirun -np $ranks)"
-mpirun "${mpirun_args[@]}" "$qat" train recipes/demo-teacher.yaml
+launch/qat-run -n "$ranks" -- qat train recipes/demo-teacher.yaml
 echo "== 3/5 student: ternary QAT distilled from the teacher (mpirun -np $ranks)"
-mpirun "${mpirun_args[@]}" "$qat" train recipes/demo-ternary.yaml
+launch/qat-run -n "$ranks" -- qat train recipes/demo-ternary.yaml
 
 echo "== 4/5 export"
 "$qat" export --ckpt $out/teacher --out $out/teacher.qat.safetensors

@@ -477,6 +477,30 @@ TEST(TernaryKernels, UnusableScaleCountGivesNaN) {
   for (float v : y) EXPECT_TRUE(std::isnan(v));
 }
 
+TEST(TernaryKernels, NoColumnsGiveZeros) {
+  const float scale = 1.0f;
+  const TernaryView view{3, 0, nullptr, &scale, 1};
+  for (Isa isa : kAllIsas) {
+    if (!IsaSupported(isa)) continue;
+    SCOPED_TRACE(IsaName(isa));
+    auto expect_zeros = [](const std::vector<float>& y, int64_t n) {
+      for (int64_t k = 0; k < n; ++k) EXPECT_EQ(y[k], 0.0f) << k;
+    };
+    std::vector<float> y(6, 5.0f);
+    TernaryGemv(view, nullptr, y.data(), isa, nullptr);
+    expect_zeros(y, 3);
+    std::fill(y.begin(), y.end(), 5.0f);
+    TernaryGemm(view, nullptr, 2, y.data(), isa, nullptr);
+    expect_zeros(y, 6);
+    std::fill(y.begin(), y.end(), 5.0f);
+    DenseGemv(nullptr, 3, 0, nullptr, y.data(), isa, nullptr);
+    expect_zeros(y, 3);
+    std::fill(y.begin(), y.end(), 5.0f);
+    DenseGemm(nullptr, 3, 0, nullptr, 2, y.data(), isa, nullptr);
+    expect_zeros(y, 6);
+  }
+}
+
 TEST(ThreadPool, SizeAndDefault) {
   EXPECT_EQ(ThreadPool(3).size(), 3);
   EXPECT_GE(ThreadPool(0).size(), 1);

@@ -250,6 +250,35 @@ absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& ckpt_dir, bool
   return state;
 }
 
+absl::StatusOr<CheckpointInfo> InspectCheckpoint(const std::string& ckpt_dir) {
+  absl::StatusOr<YAML::Node> manifest = ReadManifest(ckpt_dir);
+  if (!manifest.ok()) return manifest.status();
+  CheckpointInfo info;
+  info.dir = ckpt_dir;
+  info.valid = true;
+  try {
+    info.step = (*manifest)["step"].as<int64_t>();
+    info.world_size = (*manifest)["world_size"].as<int64_t>();
+    info.sharding = (*manifest)["sharding"].as<std::string>();
+    info.loss = (*manifest)["loss"].as<double>();
+    info.recipe_hash = (*manifest)["recipe_hash"].as<std::string>();
+    for (const auto& kv : (*manifest)["files"]) {
+      CheckpointFileStatus f;
+      f.name = kv.first.as<std::string>();
+      f.bytes = kv.second["bytes"].as<int64_t>();
+      f.checksum = kv.second["checksum"].as<std::string>();
+      absl::StatusOr<std::string> bytes = ReadVerified(ckpt_dir, *manifest, f.name);
+      f.status = bytes.ok() ? "ok" : std::string(bytes.status().message());
+      info.valid = info.valid && bytes.ok();
+      info.files.push_back(f);
+    }
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(ckpt_dir, "/", kManifest, ": malformed: ", e.what()));
+  }
+  return info;
+}
+
 std::string FindLatestCheckpoint(const std::string& run_dir, std::vector<std::string>* skipped) {
   const fs::path root = fs::path(run_dir) / "checkpoints";
   std::error_code ec;

@@ -63,6 +63,23 @@ absl::Status LoadParameters(torch::nn::Module& module, const TensorMap& tensors,
                             const std::string& origin);
 TensorMap ParameterMap(torch::nn::Module& module);
 
+// What `qat ckpt inspect` shows: the manifest and the state of every file it lists.
+struct CheckpointFileStatus {
+  std::string name;
+  int64_t bytes = 0;
+  std::string checksum;
+  std::string status;  // "ok" or what is wrong
+};
+struct CheckpointInfo {
+  std::string dir;
+  int64_t step = 0, world_size = 0;
+  std::string sharding, recipe_hash;
+  double loss = 0.0;
+  std::vector<CheckpointFileStatus> files;
+  bool valid = false;
+};
+absl::StatusOr<CheckpointInfo> InspectCheckpoint(const std::string& ckpt_dir);
+
 // 64-bit checksum of a byte string (fast multiply-xor hash, not cryptographic).
 uint64_t Checksum64(const void* data, size_t size);
 

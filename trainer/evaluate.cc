@@ -27,6 +27,7 @@ absl::StatusOr<LmEval> EvaluateTorch(CausalLM& model, const data::WindowSampler&
                                                    " tokens exceed the model's max_seq_len ",
                                                    model->config().max_seq_len));
   }
+  const torch::Device device = model->parameters().front().device();
   LmEval out;
   double total = 0.0;
   std::vector<int32_t> buf;
@@ -35,7 +36,8 @@ absl::StatusOr<LmEval> EvaluateTorch(CausalLM& model, const data::WindowSampler&
     const int64_t b = std::min(batch_size, n - w);
     buf.resize(static_cast<size_t>(b * (T + 1)));
     for (int64_t i = 0; i < b; ++i) val.FillEval(w + i, buf.data() + i * (T + 1));
-    torch::Tensor batch = torch::from_blob(buf.data(), {b, T + 1}, torch::kInt32).to(torch::kInt64);
+    torch::Tensor batch =
+        torch::from_blob(buf.data(), {b, T + 1}, torch::kInt32).to(device, torch::kInt64);
     torch::Tensor logits = model->forward(batch.narrow(1, 0, T)).to(torch::kFloat64);
     torch::Tensor logp = torch::log_softmax(logits, -1);
     torch::Tensor picked = logp.gather(-1, batch.narrow(1, 1, T).unsqueeze(-1));
@@ -45,6 +47,93 @@ absl::StatusOr<LmEval> EvaluateTorch(CausalLM& model, const data::WindowSampler&
   out.seconds = Since(start);
   out.nll = total / double(out.tokens);
   out.perplexity = std::exp(out.nll);
+  return out;
+}
+
+DistributionSums CompareDistributions(const torch::Tensor& teacher_logits,
+                                      const torch::Tensor& student_logits, double threshold) {
+  torch::NoGradGuard no_grad;
+  const int64_t V = teacher_logits.size(-1);
+  torch::Tensor lp = torch::log_softmax(teacher_logits.reshape({-1, V}).to(torch::kFloat64), -1);
+  torch::Tensor lq = torch::log_softmax(student_logits.reshape({-1, V}).to(torch::kFloat64), -1);
+  torch::Tensor p = lp.exp(), q = lq.exp();
+  DistributionSums s;
+  s.ear = torch::minimum(p, q).sum(-1).sum().item<double>();
+  s.top1 = (p.argmax(-1) == q.argmax(-1)).sum().item<double>();
+  s.kl = (p * (lp - lq)).sum(-1).sum().item<double>();
+  s.p_exp_entropy = (-(p * lp).sum(-1)).exp().sum().item<double>();
+  s.q_exp_entropy = (-(q * lq).sum(-1)).exp().sum().item<double>();
+  s.p_above = (p > threshold).sum().item<double>();
+  s.q_above = (q > threshold).sum().item<double>();
+  return s;
+}
+
+namespace {
+// Sum over the batch's sequences of ||B * dCE/dx_b||, x the input embeddings.
+double SmoothnessSum(CausalLM& model, const torch::Tensor& inputs, const torch::Tensor& targets) {
+  torch::AutoGradMode enable(true);
+  torch::Tensor x = model->Embed(inputs).detach().requires_grad_(true);
+  torch::Tensor logits = model->ForwardFromEmbeddings(x);
+  const int64_t V = logits.size(-1), B = inputs.size(0);
+  torch::Tensor ce = torch::nn::functional::cross_entropy(logits.reshape({-1, V}), targets.reshape({-1}));
+  torch::Tensor g = torch::autograd::grad({ce}, {x})[0];
+  return (g.reshape({B, -1}).norm(2, 1) * double(B)).sum().item<double>();
+}
+}  // namespace
+
+absl::StatusOr<TeacherComparison> CompareWithTeacher(CausalLM& student, CausalLM& teacher,
+                                                     const data::WindowSampler& val,
+                                                     int64_t max_windows, int64_t batch_size,
+                                                     double threshold) {
+  const int64_t T = val.seq_len();
+  const int64_t n = std::min(max_windows, val.num_eval_windows());
+  if (n <= 0) return absl::InvalidArgumentError("validation data holds no complete window");
+  if (student->config().vocab_size != teacher->config().vocab_size) {
+    return absl::InvalidArgumentError("student and teacher vocabularies differ");
+  }
+  TeacherComparison out;
+  DistributionSums total;
+  double s_nll = 0, t_nll = 0, s_smooth = 0, t_smooth = 0;
+  std::vector<int32_t> buf;
+  for (int64_t w = 0; w < n; w += batch_size) {
+    const int64_t b = std::min(batch_size, n - w);
+    buf.resize(static_cast<size_t>(b * (T + 1)));
+    for (int64_t i = 0; i < b; ++i) val.FillEval(w + i, buf.data() + i * (T + 1));
+    torch::Tensor batch = torch::from_blob(buf.data(), {b, T + 1}, torch::kInt32).to(torch::kInt64);
+    torch::Tensor inputs = batch.narrow(1, 0, T), targets = batch.narrow(1, 1, T);
+    torch::Tensor ls, lt;
+    {
+      torch::NoGradGuard no_grad;
+      ls = student->forward(inputs);
+      lt = teacher->forward(inputs);
+    }
+    DistributionSums d = CompareDistributions(lt, ls, threshold);
+    total.ear += d.ear, total.top1 += d.top1, total.kl += d.kl;
+    total.p_exp_entropy += d.p_exp_entropy, total.q_exp_entropy += d.q_exp_entropy;
+    total.p_above += d.p_above, total.q_above += d.q_above;
+    const int64_t V = ls.size(-1);
+    auto nll = [&](const torch::Tensor& logits) {
+      return -torch::log_softmax(logits.reshape({-1, V}).to(torch::kFloat64), -1)
+                  .gather(1, targets.reshape({-1, 1}))
+                  .sum()
+                  .item<double>();
+    };
+    s_nll += nll(ls), t_nll += nll(lt);
+    s_smooth += SmoothnessSum(student, inputs, targets);
+    t_smooth += SmoothnessSum(teacher, inputs, targets);
+    out.positions += b * T;
+  }
+  const double N = double(out.positions);
+  out.ear = total.ear / N;
+  out.top1_agreement = total.top1 / N;
+  out.kl_teacher_student = total.kl / N;
+  out.student_nll = s_nll / N, out.teacher_nll = t_nll / N;
+  out.teacher_candidates_exp_entropy = total.p_exp_entropy / N;
+  out.student_candidates_exp_entropy = total.q_exp_entropy / N;
+  out.teacher_candidates_above = total.p_above / N;
+  out.student_candidates_above = total.q_above / N;
+  out.student_smoothness = s_smooth / double(n);
+  out.teacher_smoothness = t_smooth / double(n);
   return out;
 }
 
@@ -128,10 +217,10 @@ absl::StatusOr<Generation> GenerateTorch(CausalLM& model, const std::string& pro
   std::vector<int32_t> generated;
   Clock::time_point t0 = Clock::now();
   for (int64_t i = 0; i < budget; ++i) {
-    torch::Tensor input =
-        torch::from_blob(ids.data(), {1, int64_t(ids.size())}, torch::kInt32).to(torch::kInt64);
+    torch::Tensor input = torch::from_blob(ids.data(), {1, int64_t(ids.size())}, torch::kInt32)
+                              .to(model->parameters().front().device(), torch::kInt64);
     torch::Tensor last = model->forward(input).select(1, int64_t(ids.size()) - 1).reshape({V});
-    last = last.to(torch::kFloat32).contiguous();
+    last = last.to(torch::kCPU, torch::kFloat32).contiguous();
     int32_t next = kernels::SampleToken(last.data_ptr<float>(), V, float(opt.temperature),
                                         int(opt.top_k), rng);
     if (next == data::ByteTokenizer::kEos) break;

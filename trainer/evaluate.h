@@ -25,6 +25,33 @@ absl::StatusOr<LmEval> EvaluateTorch(CausalLM& model, const data::WindowSampler&
 absl::StatusOr<LmEval> EvaluatePacked(const kernels::PackedModel& model,
                                       const data::WindowSampler& val, int64_t max_windows);
 
+// Distribution-level comparison of a (quantized) student q with its teacher p (MISSION.md):
+//   EAR = mean over positions of sum_v min(p_v, q_v) = 1 - TV(p, q)
+//   top-1 agreement = share of positions where argmax p = argmax q
+//   effective candidates = exp(entropy), and the count of tokens with probability > threshold
+//   smoothness proxy S = E_sequence ||dCE/dx||_2 at the input embeddings
+struct TeacherComparison {
+  int64_t positions = 0;
+  double ear = 0.0, top1_agreement = 0.0, kl_teacher_student = 0.0;
+  double student_nll = 0.0, teacher_nll = 0.0;
+  double student_candidates_exp_entropy = 0.0, teacher_candidates_exp_entropy = 0.0;
+  double student_candidates_above = 0.0, teacher_candidates_above = 0.0;
+  double student_smoothness = 0.0, teacher_smoothness = 0.0;
+};
+
+// Sums over positions of the per-position statistics above (not yet divided by the count), for
+// logits [N, V] of the teacher (p) and the student (q).
+struct DistributionSums {
+  double ear = 0, top1 = 0, kl = 0, p_exp_entropy = 0, q_exp_entropy = 0, p_above = 0, q_above = 0;
+};
+DistributionSums CompareDistributions(const torch::Tensor& teacher_logits,
+                                      const torch::Tensor& student_logits, double threshold);
+
+absl::StatusOr<TeacherComparison> CompareWithTeacher(CausalLM& student, CausalLM& teacher,
+                                                     const data::WindowSampler& val,
+                                                     int64_t max_windows, int64_t batch_size,
+                                                     double threshold);
+
 struct Generation {
   std::string text;
   int64_t new_tokens = 0;

@@ -18,15 +18,28 @@ torch::Tensor QLinearImpl::effective_weight() {
 }
 
 torch::Tensor QLinearImpl::forward(const torch::Tensor& x) {
-  return torch::matmul(x, effective_weight().t());
+  if (!compute_dtype_ || *compute_dtype_ == x.scalar_type()) {
+    return torch::matmul(x, effective_weight().t());
+  }
+  return torch::matmul(x.to(*compute_dtype_), effective_weight().to(*compute_dtype_).t())
+      .to(x.scalar_type());
 }
 
 RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps_(eps) {
   weight = register_parameter("weight", torch::ones({dim}));
 }
 
+namespace {
+// Half types are computed in fp32; fp32 and fp64 stay as they are (tests run in fp64).
+torch::Tensor AtLeastFloat(const torch::Tensor& x) {
+  return (x.scalar_type() == torch::kBFloat16 || x.scalar_type() == torch::kHalf)
+             ? x.to(torch::kFloat32)
+             : x;
+}
+}  // namespace
+
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
-  torch::Tensor x32 = x.to(torch::kFloat32);
+  torch::Tensor x32 = AtLeastFloat(x);
   torch::Tensor normed = x32 * torch::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + eps_);
   return normed.to(x.scalar_type()) * weight;
 }
@@ -67,7 +80,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   torch::Tensor causal =
       torch::ones({T, T}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(1);
   scores = scores.masked_fill(causal, -std::numeric_limits<float>::infinity());
-  torch::Tensor probs = torch::softmax(scores.to(torch::kFloat32), -1).to(q.scalar_type());
+  torch::Tensor probs = torch::softmax(AtLeastFloat(scores), -1).to(q.scalar_type());
   torch::Tensor out = torch::matmul(probs, v).transpose(1, 2).reshape({B, T, num_heads_ * head_dim_});
   return o_proj(out);
 }
@@ -126,6 +139,13 @@ CausalLMImpl::CausalLMImpl(const ModelConfig& c, const QuantConfig& quant)
   rope_sin_ = register_buffer("rope_sin", angles.sin().to(torch::kFloat32));
 }
 
+void CausalLMImpl::SetComputeDtype(std::optional<torch::Dtype> dtype) {
+  for (const auto& m : modules(/*include_self=*/false)) {
+    if (auto* linear = m->as<QLinearImpl>()) linear->set_compute_dtype(dtype);
+  }
+  compute_dtype_ = dtype;
+}
+
 torch::Tensor CausalLMImpl::EmbeddingWeight() {
   torch::Tensor w = model->embed_tokens->weight;
   return embed_quantizer_ ? embed_quantizer_->FakeQuant(w) : w;
@@ -146,7 +166,11 @@ torch::Tensor CausalLMImpl::ForwardFromEmbeddings(const torch::Tensor& embedding
   torch::Tensor h = embeddings;
   for (const auto& layer : *model->layers) h = layer->as<DecoderLayer>()->forward(h, cos, sin);
   h = model->norm(h);
-  return torch::matmul(h, LmHeadWeight().t());
+  if (!compute_dtype_ || *compute_dtype_ == h.scalar_type()) {
+    return torch::matmul(h, LmHeadWeight().t());
+  }
+  return torch::matmul(h.to(*compute_dtype_), LmHeadWeight().to(*compute_dtype_).t())
+      .to(h.scalar_type());
 }
 
 torch::Tensor CausalLMImpl::forward(const torch::Tensor& tokens) {

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,10 +30,15 @@ class QLinearImpl : public torch::nn::Module {
   // The weight the forward pass multiplies by (fake-quantized or latent).
   torch::Tensor effective_weight();
   const std::shared_ptr<quant::WeightQuantizer>& quantizer() const { return quantizer_; }
+  // Multiplies in this dtype (e.g. bf16) and returns the input's dtype: mixed precision that
+  // works the same on libtorch 1.13 and 2.x, without depending on the autocast API.
+  // Unset: the input's own dtype.
+  void set_compute_dtype(std::optional<torch::Dtype> dtype) { compute_dtype_ = dtype; }
   torch::Tensor weight;
 
  private:
   std::shared_ptr<quant::WeightQuantizer> quantizer_;
+  std::optional<torch::Dtype> compute_dtype_;
 };
 TORCH_MODULE(QLinear);
 
@@ -103,6 +109,8 @@ class CausalLMImpl : public torch::nn::Module {
   torch::Tensor LmHeadWeight();
 
   const ModelConfig& config() const { return config_; }
+  // Compute dtype of every linear layer (the LM head included); unset: the activations' dtype.
+  void SetComputeDtype(std::optional<torch::Dtype> dtype);
   const QuantConfig& quant() const { return quant_; }
   LlamaModel model{nullptr};
   QLinear lm_head{nullptr};  // null when tied
@@ -111,6 +119,7 @@ class CausalLMImpl : public torch::nn::Module {
   ModelConfig config_;
   QuantConfig quant_;
   std::shared_ptr<quant::WeightQuantizer> embed_quantizer_;
+  std::optional<torch::Dtype> compute_dtype_;
   torch::Tensor rope_cos_, rope_sin_;  // [max_seq_len, head_dim], buffers (not saved)
 };
 TORCH_MODULE(CausalLM);

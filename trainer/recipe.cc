@@ -80,12 +80,28 @@ std::vector<Field> Schema(Recipe* r) {
       {"train.beta2", &r->train.beta2, 0, 0.999999999, {}, "AdamW beta2"},
       {"train.eps", &r->train.eps, 0, 1, {}, "AdamW epsilon"},
       {"train.grad_clip", &r->train.grad_clip, 0, 1e9, {}, "max global grad norm (0: off)"},
-      {"train.dtype", &r->train.dtype, -kInf, kInf, {"fp32", "bf16"}, "compute dtype"},
+      {"train.dtype", &r->train.dtype, -kInf, kInf, {"fp32", "bf16"},
+       "compute dtype of the linear layers; weights, norms, softmax and losses stay fp32"},
+      {"train.device", &r->train.device, -kInf, kInf, {"auto", "cpu", "cuda"},
+       "where to train: auto picks cuda when libtorch sees a GPU"},
       {"train.threads", &r->train.threads, 0, 4096, {}, "intra-op threads (0: default)"},
       {"distill.teacher", &r->distill.teacher, -kInf, kInf, {},
        "checkpoint directory of the frozen teacher (empty: cross entropy only)"},
       {"distill.temperature", &r->distill.temperature, 0.01, 100, {}, "softmax temperature"},
       {"distill.kd_weight", &r->distill.kd_weight, 0, 1, {}, "loss = w*KL + (1-w)*CE"},
+      {"smoothness.mode", &r->smoothness.mode, -kInf, kInf, {"none", "grad_norm", "grad_match"},
+       "input-gradient regularizer: penalise ||dL/dx||^2, or ||dL_S/dx - dL_T/dx||^2"},
+      {"smoothness.estimator", &r->smoothness.estimator, -kInf, kInf, {"exact", "finite_diff"},
+       "exact: double backward; finite_diff: one extra forward/backward"},
+      {"smoothness.lambda", &r->smoothness.lambda, 0, 1e9, {}, "weight of the regularizer"},
+      {"smoothness.lambda_warmup_steps", &r->smoothness.lambda_warmup_steps, 0, 1e12, {},
+       "steps over which lambda ramps up from 0"},
+      {"smoothness.every_n_steps", &r->smoothness.every_n_steps, 1, 1e9, {},
+       "apply the regularizer on one step in N"},
+      {"smoothness.at", &r->smoothness.at, -kInf, kInf, {"embeddings"},
+       "where the input gradient is taken (the embeddings fed to the first block)"},
+      {"smoothness.fd_step", &r->smoothness.fd_step, 1e-8, 1, {},
+       "finite_diff step h, relative to the norm of x"},
       {"eval.every", &r->eval.every, 0, 1e12, {}, "validation every N steps (0: at the end)"},
       {"eval.max_windows", &r->eval.max_windows, 1, 1e9, {}, "validation windows evaluated"},
       {"eval.prompt", &r->eval.prompt, -kInf, kInf, {}, "prompt for the generated sample"},
@@ -351,6 +367,9 @@ absl::Status CheckConsistency(const Recipe& r, const std::string& file) {
     return err("train.batch_size must be a multiple of train.micro_batch_size");
   }
   if (r.train.min_lr > r.train.lr) return err("train.min_lr must not exceed train.lr");
+  if (r.smoothness.mode == "grad_match" && r.distill.teacher.empty()) {
+    return err("smoothness.mode grad_match needs a teacher (distill.teacher)");
+  }
   return absl::OkStatus();
 }
 

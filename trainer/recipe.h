@@ -65,7 +65,8 @@ struct TrainConfig {
   double beta2 = 0.95;
   double eps = 1e-8;
   double grad_clip = 1.0;  // 0: no clipping
-  std::string dtype = "fp32";  // fp32 | bf16 (autocast where libtorch supports it)
+  std::string dtype = "fp32";  // fp32 | bf16: compute dtype of the linears (master weights fp32)
+  std::string device = "auto";  // auto (cuda when available) | cpu | cuda
   int64_t threads = 0;     // intra-op threads per rank, 0: libtorch default
 };
 
@@ -73,6 +74,17 @@ struct DistillConfig {
   std::string teacher;  // checkpoint directory of the frozen teacher; empty: plain CE
   double temperature = 1.0;
   double kd_weight = 1.0;  // loss = kd_weight * KL + (1 - kd_weight) * CE
+};
+
+// Input-gradient regularizers (MISSION.md, "Smoothness, not only fitting"); see trainer/objective.h.
+struct SmoothnessConfig {
+  std::string mode = "none";       // none | grad_norm | grad_match
+  std::string estimator = "exact";  // exact (double backward) | finite_diff
+  double lambda = 0.0;
+  int64_t lambda_warmup_steps = 0;  // lambda ramps linearly from 0 over these steps
+  int64_t every_n_steps = 1;        // regularize one step in N
+  std::string at = "embeddings";    // where x is taken: the token embeddings fed to block 0
+  double fd_step = 1e-3;            // finite_diff: h as a fraction of ||x||
 };
 
 struct EvalConfig {
@@ -92,6 +104,7 @@ struct Recipe {
   DataConfig data;
   TrainConfig train;
   DistillConfig distill;
+  SmoothnessConfig smoothness;
   EvalConfig eval;
 };
 

@@ -17,6 +17,7 @@
 #include "quant/distill.h"
 #include "trainer/checkpoint.h"
 #include "trainer/evaluate.h"
+#include "trainer/objective.h"
 #include "trainer/optimizer.h"
 
 namespace qat::trainer {
@@ -46,7 +47,8 @@ absl::Status AllReduceGradients(const std::vector<torch::Tensor>& params, comm::
   if (g.size() == 1) return absl::OkStatus();
   std::vector<torch::Tensor> flat;
   for (const torch::Tensor& p : params) flat.push_back(p.grad().reshape({-1}));
-  torch::Tensor buffer = torch::cat(flat).contiguous();
+  // The MPI backend reduces host memory: CUDA gradients make a round trip through the host.
+  torch::Tensor buffer = torch::cat(flat).to(torch::kCPU).contiguous();
   absl::Status s = g.AllReduceSum(buffer.data_ptr<float>(), buffer.numel());
   if (!s.ok()) return s;
   int64_t offset = 0;
@@ -74,6 +76,16 @@ std::string JsonNumber(double x) {
 }
 
 }  // namespace
+
+absl::StatusOr<torch::Device> ResolveDevice(const std::string& name) {
+  const bool have_cuda = torch::cuda::is_available();
+  if (name == "cpu" || (name == "auto" && !have_cuda)) return torch::Device(torch::kCPU);
+  if (!have_cuda) {
+    return absl::FailedPreconditionError(
+        "train.device is cuda but libtorch sees no GPU (or was built without CUDA)");
+  }
+  return torch::Device(torch::kCUDA, 0);
+}
 
 double LearningRate(const TrainConfig& t, int64_t step) {
   if (t.warmup_steps > 0 && step < t.warmup_steps) {
@@ -135,6 +147,12 @@ absl::StatusOr<TrainResult> Train(const Recipe& r, comm::ProcessGroup& g) {
   if (!built.ok()) return built.status();
   CausalLM model = *built;
   InitWeights(model, static_cast<uint64_t>(r.run.seed), r.model.init_std);
+  absl::StatusOr<torch::Device> device = ResolveDevice(r.train.device);
+  if (!device.ok()) return device.status();
+  const std::optional<torch::Dtype> compute_dtype =
+      r.train.dtype == "bf16" ? std::optional<torch::Dtype>(torch::kBFloat16) : std::nullopt;
+  model->to(*device);
+  model->SetComputeDtype(compute_dtype);
   std::vector<std::pair<std::string, torch::Tensor>> named;
   std::vector<torch::Tensor> params;
   for (auto& item : model->named_parameters()) {
@@ -176,6 +194,8 @@ absl::StatusOr<TrainResult> Train(const Recipe& r, comm::ProcessGroup& g) {
           t->recipe.model.vocab_size, ", the student ", r.model.vocab_size));
     }
     teacher = t->model;
+    teacher->to(*device);
+    teacher->SetComputeDtype(compute_dtype);
     for (auto& p : teacher->parameters()) p.set_requires_grad(false);
     say(absl::StrCat("teacher: ", t->checkpoint, " (step ", t->step, ")"));
   }
@@ -195,10 +215,10 @@ absl::StatusOr<TrainResult> Train(const Recipe& r, comm::ProcessGroup& g) {
 
   int64_t n_params = 0;
   for (const torch::Tensor& p : params) n_params += p.numel();
-  say(absl::StrFormat("model: %d parameters, quant %s/%s, %d rank(s), %d sequences x %d tokens "
-                      "per step (micro batch %d)",
-                      n_params, r.quant.method, r.quant.granularity, world, r.train.batch_size,
-                      r.data.seq_len, micro));
+  say(absl::StrFormat("model: %d parameters, quant %s/%s, %d rank(s) on %s (%s), %d sequences x "
+                      "%d tokens per step (micro batch %d)",
+                      n_params, r.quant.method, r.quant.granularity, world, device->str(),
+                      r.train.dtype, r.train.batch_size, r.data.seq_len, micro));
 
   TrainResult result;
   result.final_step = start_step;
@@ -214,30 +234,24 @@ absl::StatusOr<TrainResult> Train(const Recipe& r, comm::ProcessGroup& g) {
     for (torch::Tensor& p : params) {
       if (p.grad().defined()) p.grad().zero_();
     }
-    double step_loss = 0.0;
+    const double lambda = SmoothnessLambda(r.smoothness, step);
+    double sums[3] = {0.0, 0.0, 0.0};  // loss, penalty, input-gradient norm (global-batch means)
     for (int64_t first = 0; first < per_rank; first += micro) {
       train_data->Fill(step, g.rank() * per_rank + first, micro, window.data());
       torch::Tensor batch =
-          torch::from_blob(window.data(), {micro, T + 1}, torch::kInt32).to(torch::kInt64);
+          torch::from_blob(window.data(), {micro, T + 1}, torch::kInt32).to(*device, torch::kInt64);
       torch::Tensor inputs = batch.narrow(1, 0, T), targets = batch.narrow(1, 1, T);
-      torch::Tensor logits = model->forward(inputs);
-      torch::Tensor loss = quant::CrossEntropyLoss(logits, targets);
-      if (teacher) {
-        torch::Tensor teacher_logits;
-        {
-          torch::NoGradGuard no_grad;
-          teacher_logits = teacher->forward(inputs);
-        }
-        torch::Tensor kd = quant::KlDistillLoss(logits, teacher_logits, r.distill.temperature);
-        loss = r.distill.kd_weight * kd + (1.0 - r.distill.kd_weight) * loss;
-      }
       const double weight = double(micro) / double(r.train.batch_size);
-      (loss * weight).backward();
-      step_loss += loss.item<double>() * weight;
+      MicroBatchResult mb = BackwardMicroBatch(model, teacher ? &teacher : nullptr, inputs, targets,
+                                               r, lambda, weight);
+      sums[0] += mb.loss * weight;
+      sums[1] += mb.penalty * weight;
+      sums[2] += mb.input_grad_norm * weight;
     }
     absl::Status s = AllReduceGradients(params, g);
-    if (s.ok()) s = g.AllReduceSum(&step_loss, 1);
+    if (s.ok()) s = g.AllReduceSum(sums, 3);
     if (!s.ok()) return s;
+    const double step_loss = sums[0];
     const double grad_norm = ClipGradients(params, r.train.grad_clip);
     optimizer.Step(lr);
     interval_tokens += r.train.batch_size * T;
@@ -267,13 +281,20 @@ absl::StatusOr<TrainResult> Train(const Recipe& r, comm::ProcessGroup& g) {
       const double tps = secs > 0 ? interval_tokens / secs : 0.0;
       std::string line = absl::StrFormat("step %d/%d | loss %.4f | lr %.3e | grad_norm %.3f | %.0f tok/s",
                                          step + 1, r.train.steps, step_loss, lr, grad_norm, tps);
+      if (lambda > 0) {
+        absl::StrAppendFormat(&line, " | %s %.4g (|dL/dx| %.4g)", r.smoothness.mode, sums[1], sums[2]);
+      }
       if (std::isfinite(val_loss)) absl::StrAppendFormat(&line, " | val_loss %.4f", val_loss);
       say(line);
       if (is_main) {
         metrics << "{\"step\": " << step + 1 << ", \"loss\": " << JsonNumber(step_loss)
                 << ", \"lr\": " << JsonNumber(lr) << ", \"grad_norm\": " << JsonNumber(grad_norm)
                 << ", \"tokens_per_s\": " << JsonNumber(tps)
-                << ", \"val_loss\": " << JsonNumber(val_loss) << "}\n";
+                << ", \"val_loss\": " << JsonNumber(val_loss)
+                << ", \"smooth_lambda\": " << JsonNumber(lambda)
+                << ", \"smooth_penalty\": " << JsonNumber(lambda > 0 ? sums[1] : std::nan(""))
+                << ", \"input_grad_norm\": " << JsonNumber(lambda > 0 ? sums[2] : std::nan(""))
+                << "}\n";
         metrics.flush();
       }
       interval_start = Clock::now();
@@ -302,6 +323,12 @@ absl::StatusOr<TrainResult> Train(const Recipe& r, comm::ProcessGroup& g) {
     }
   }
   if (last_checkpoint.empty()) last_checkpoint = resume_dir;
+  if (is_main && result.final_step == r.train.steps) {
+    // The done marker tells launch wrappers that a rerun has nothing left to do.
+    absl::Status s = kernels::WriteFileAtomic((fs::path(r.run.dir) / "DONE").string(),
+                                              absl::StrCat(result.final_step, "\n"));
+    if (!s.ok()) return s;
+  }
   result.checkpoint = last_checkpoint;
   if (result.steps_run == 0) say(absl::StrCat("run already complete at step ", start_step));
   return result;

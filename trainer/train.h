@@ -21,6 +21,9 @@ struct TrainResult {
 
 absl::StatusOr<TrainResult> Train(const Recipe& recipe, comm::ProcessGroup& group);
 
+// "auto" (cuda when libtorch sees a GPU), "cpu" or "cuda".
+absl::StatusOr<torch::Device> ResolveDevice(const std::string& name);
+
 // Learning rate at `step` (0-based): linear warmup to lr, then cosine down to min_lr.
 double LearningRate(const TrainConfig& train, int64_t step);
 

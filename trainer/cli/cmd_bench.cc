@@ -10,6 +10,9 @@
 #include <random>
 
 #include "absl/strings/str_split.h"
+#include "comm/bench.h"
+#include "comm/process_group.h"
+#include "kernels/lowbit.h"
 #include "kernels/ternary.h"
 #include "kernels/thread_pool.h"
 #include "trainer/cli/commands.h"
@@ -55,8 +58,17 @@ int BenchMain(int argc, char** argv) {
                     &args, &code)) {
     return code;
   }
+  if (!args.positional().empty() && args.positional()[0] == "comm") {
+    // Bus bandwidth per collective and message size (nccl-tests definitions), over MPI.
+    absl::StatusOr<std::shared_ptr<comm::ProcessGroup>> world = comm::MpiWorld();
+    if (!world.ok()) return Fail("bench", std::string(world.status().message()));
+    absl::Status s = comm::RunCommBenchAndPrint(**world, comm::CommBenchOptions{}, stdout);
+    if (!s.ok()) return Fail("bench", std::string(s.message()));
+    return 0;
+  }
   if (!args.positional().empty() && args.positional()[0] != "kernels") {
-    return Fail("bench", "unknown benchmark '" + args.positional()[0] + "' (expected: kernels)");
+    return Fail("bench", "unknown benchmark '" + args.positional()[0] +
+                             "' (expected: kernels, comm)");
   }
   absl::StatusOr<int64_t> threads = args.GetInt("threads", 0), iters = args.GetInt("iters", 20),
                           m = args.GetInt("m", 8);
@@ -127,7 +139,9 @@ int BenchMain(int argc, char** argv) {
     }
   }
   std::printf("speedup = torch fp32 time / ternary time on the same shape, same run; GB/s counts "
-              "weight bytes only (memcpy bandwidth above is read+write).\n");
+              "weight bytes only (memcpy bandwidth above is read+write).\n\n");
+  // The other packed formats against our own fp32 kernel (same rotation of weight copies).
+  kernels::PrintLowbitBench(pool, static_cast<int>(*iters));
   return 0;
 }
 

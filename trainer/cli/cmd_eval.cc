@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -66,6 +67,9 @@ int EvalMain(int argc, char** argv) {
            {"seed", true, false, "sampling seed (default 1)"},
            {"threads", true, false, "threads (default: all cores)"},
            {"isa", true, false, "packed kernels: scalar | avx2 | avx512 (default: best)"},
+           {"teacher", true, false, "with --ckpt and --metrics: the teacher checkpoint"},
+           {"metrics", false, false, "EAR, top-1 agreement, smoothness, effective candidates"},
+           {"threshold", true, false, "probability threshold of the candidate count (default 0.01)"},
            {"json", true, false, "also write the results to this JSON file"}},
           &args, &code)) {
     return code;
@@ -88,6 +92,12 @@ int EvalMain(int argc, char** argv) {
   trainer::LmEval ev;
   trainer::Generation gen;
   bool have_eval = false;
+  std::optional<trainer::TeacherComparison> cmp;
+  if (args.Has("metrics") && (!args.Has("ckpt") || !args.Has("teacher"))) {
+    return Fail("eval", "--metrics needs --ckpt STUDENT and --teacher TEACHER");
+  }
+  absl::StatusOr<double> threshold = args.GetDouble("threshold", 0.01);
+  if (!threshold.ok()) return Fail("eval", std::string(threshold.status().message()));
   if (args.Has("ckpt")) {
     if (*threads > 0) torch::set_num_threads(static_cast<int>(*threads));
     absl::StatusOr<trainer::LoadedModel> loaded = trainer::LoadModelFromCheckpoint(args.Get("ckpt"));
@@ -103,6 +113,15 @@ int EvalMain(int argc, char** argv) {
       if (!r.ok()) return Fail("eval", std::string(r.status().message()));
       ev = *r;
       have_eval = true;
+      if (args.Has("metrics")) {
+        absl::StatusOr<trainer::LoadedModel> teacher =
+            trainer::LoadModelFromCheckpoint(args.Get("teacher"));
+        if (!teacher.ok()) return Fail("eval", std::string(teacher.status().message()));
+        absl::StatusOr<trainer::TeacherComparison> c = trainer::CompareWithTeacher(
+            loaded->model, teacher->model, *val, *windows, 8, *threshold);
+        if (!c.ok()) return Fail("eval", std::string(c.status().message()));
+        cmp = *c;
+      }
     }
     if (sampling.max_new_tokens > 0) {
       absl::StatusOr<trainer::Generation> g = trainer::GenerateTorch(loaded->model, prompt, sampling);
@@ -140,6 +159,22 @@ int EvalMain(int argc, char** argv) {
     std::printf("  perplexity %.4f (nll %.5f) over %lld tokens, %.0f tokens/s\n", ev.perplexity,
                 ev.nll, (long long)ev.tokens, ev.tokens / std::max(1e-9, ev.seconds));
   }
+  if (cmp) {
+    std::printf("  vs teacher over %lld positions:\n"
+                "    %-34s %10s %10s\n"
+                "    %-34s %10.4f %10.4f\n"
+                "    %-34s %10.4f %10.4f\n"
+                "    %-34s %10.4f %10.4f\n"
+                "    %-34s %10.4f %10.4f\n"
+                "    EAR %.4f | top-1 agreement %.4f | KL(teacher||student) %.4f\n",
+                (long long)cmp->positions, "", "student", "teacher", "perplexity",
+                std::exp(cmp->student_nll), std::exp(cmp->teacher_nll),
+                "smoothness proxy E||dL/dx||", cmp->student_smoothness, cmp->teacher_smoothness,
+                "effective candidates exp(H)", cmp->student_candidates_exp_entropy,
+                cmp->teacher_candidates_exp_entropy, "candidates with p > threshold",
+                cmp->student_candidates_above, cmp->teacher_candidates_above, cmp->ear,
+                cmp->top1_agreement, cmp->kl_teacher_student);
+  }
   if (sampling.max_new_tokens > 0) {
     std::printf("  decode %.1f tokens/s (%lld tokens)\n  sample: %s\n", gen.decode_tokens_per_s,
                 (long long)gen.new_tokens, JsonString(gen.text).c_str());
@@ -150,6 +185,17 @@ int EvalMain(int argc, char** argv) {
       absl::StrAppendFormat(&j, ", \"perplexity\": %.9g, \"nll\": %.9g, \"tokens\": %d, "
                             "\"eval_tokens_per_s\": %.6g", ev.perplexity, ev.nll, ev.tokens,
                             ev.tokens / std::max(1e-9, ev.seconds));
+    }
+    if (cmp) {
+      absl::StrAppendFormat(
+          &j, ", \"ear\": %.9g, \"top1_agreement\": %.9g, \"kl_teacher_student\": %.9g, "
+          "\"teacher_perplexity\": %.9g, \"smoothness\": %.9g, \"teacher_smoothness\": %.9g, "
+          "\"candidates_exp_entropy\": %.9g, \"teacher_candidates_exp_entropy\": %.9g, "
+          "\"candidates_above\": %.9g, \"teacher_candidates_above\": %.9g",
+          cmp->ear, cmp->top1_agreement, cmp->kl_teacher_student, std::exp(cmp->teacher_nll),
+          cmp->student_smoothness, cmp->teacher_smoothness, cmp->student_candidates_exp_entropy,
+          cmp->teacher_candidates_exp_entropy, cmp->student_candidates_above,
+          cmp->teacher_candidates_above);
     }
     absl::StrAppendFormat(&j, ", \"decode_tokens_per_s\": %.6g, \"new_tokens\": %d, \"sample\": %s}\n",
                           gen.decode_tokens_per_s, gen.new_tokens, JsonString(gen.text));

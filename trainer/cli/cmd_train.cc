@@ -26,8 +26,11 @@ int TrainMain(int argc, char** argv) {
   if (!world.ok()) return Fail("train", std::string(world.status().message()));
   absl::StatusOr<trainer::TrainResult> result = trainer::Train(*recipe, **world);
   if (!result.ok()) {
-    std::fprintf(stderr, "qat train: error (rank %d): %s\n", (*world)->rank(),
-                 std::string(result.status().message()).c_str());
+    const std::string message = "qat train: error (rank " + std::to_string((*world)->rank()) +
+                                "): " + std::string(result.status().message());
+    // With peers, a failing rank stops the whole job instead of leaving them in a collective.
+    if ((*world)->size() > 1) comm::AbortJob(message);
+    std::fprintf(stderr, "%s\n", message.c_str());
     return 1;
   }
   if ((*world)->rank() == 0) {

@@ -9,6 +9,7 @@ int ExportMain(int argc, char** argv);  // qat export
 int EvalMain(int argc, char** argv);    // qat eval
 int BenchMain(int argc, char** argv);   // qat bench
 int RecipeMain(int argc, char** argv);  // qat recipe check|show|schema
+int CkptMain(int argc, char** argv);    // qat ckpt inspect
 
 // Prints "qat <command>: error: <message>" to stderr and returns 1.
 int Fail(const char* command, const std::string& message);

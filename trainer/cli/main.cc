@@ -129,6 +129,7 @@ constexpr char kUsage[] =
     "  eval     perplexity, speed and generated text of a packed model or a checkpoint\n"
     "  bench    kernel benchmarks: packed ternary vs dense fp32 libtorch\n"
     "  recipe   check | show | schema: validate and print recipes\n"
+    "  ckpt     inspect: a checkpoint's step, loss, recipe hash, files and checksums\n"
     "Run 'qat <command> --help' for its flags.\n";
 }  // namespace
 
@@ -144,6 +145,7 @@ int main(int argc, char** argv) {
   if (cmd == "eval") return qat::cli::EvalMain(argc, argv);
   if (cmd == "bench") return qat::cli::BenchMain(argc, argv);
   if (cmd == "recipe") return qat::cli::RecipeMain(argc, argv);
+  if (cmd == "ckpt") return qat::cli::CkptMain(argc, argv);
   std::fprintf(stderr, "qat: unknown command '%s'\n%s", cmd.c_str(), kUsage);
   return 2;
 }

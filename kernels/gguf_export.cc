@@ -1,0 +1,566 @@
+// qat-packed -> GGUF conversion (see gguf_export.h for the mapping, the RoPE row permutation and
+// the tokenizer metadata).
+//
+// The packed file is read whole and checked like the runtime checks it (config keys, every
+// tensor's dtype and shape, ternary codes, finite scales, no leftover tensors); each tensor is
+// then encoded straight into its GGUF type and handed to GgufWriter, which lays out and writes
+// the file atomically.
+#include "kernels/gguf_export.h"
+
+#include <cmath>
+#include <filesystem>
+#include <set>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "kernels/safetensors.h"
+#include "kernels/ternary.h"
+
+namespace qat::kernels {
+namespace {
+
+#define QAT_RETURN_IF_ERROR(expr)                       \
+  do {                                                  \
+    if (absl::Status status_ = (expr); !status_.ok()) { \
+      return status_;                                   \
+    }                                                   \
+  } while (false)
+
+// Far above any real model and low enough that products of two sizes cannot overflow int64.
+constexpr int64_t kMaxDim = int64_t{1} << 24;
+constexpr int64_t kMaxLayers = 4096;
+constexpr int64_t kByteTokens = 256;
+constexpr char kQuantPrefix[] = "qat.quant.";
+
+// llama.cpp token types (enum llama_token_type).
+constexpr int32_t kTokenNormal = 1;
+constexpr int32_t kTokenControl = 3;
+constexpr int32_t kTokenUnused = 5;
+constexpr int32_t kTokenByte = 6;
+
+struct PackedConfig {
+  int64_t vocab = 0, hidden = 0, intermediate = 0, layers = 0, heads = 0, kv_heads = 0;
+  int64_t max_seq_len = 0, bos = -1, eos = -1;
+  double rope_theta = 0, rms_norm_eps = 0;
+  bool tie_embeddings = false;
+  int64_t head_dim() const { return hidden / heads; }
+};
+
+// A linear weight of one layer: its HF and GGUF name suffixes and its logical [out, in].
+struct LinearSpec {
+  const char* hf_suffix;
+  const char* gguf_suffix;
+  enum Out { kHidden, kKv, kIntermediate } out;
+  bool in_is_intermediate;
+  enum Rope { kNone, kQuery, kKey } rope;
+};
+constexpr LinearSpec kLinears[] = {
+    {"self_attn.q_proj.weight", "attn_q.weight", LinearSpec::kHidden, false, LinearSpec::kQuery},
+    {"self_attn.k_proj.weight", "attn_k.weight", LinearSpec::kKv, false, LinearSpec::kKey},
+    {"self_attn.v_proj.weight", "attn_v.weight", LinearSpec::kKv, false, LinearSpec::kNone},
+    {"self_attn.o_proj.weight", "attn_output.weight", LinearSpec::kHidden, false,
+     LinearSpec::kNone},
+    {"mlp.gate_proj.weight", "ffn_gate.weight", LinearSpec::kIntermediate, false,
+     LinearSpec::kNone},
+    {"mlp.up_proj.weight", "ffn_up.weight", LinearSpec::kIntermediate, false, LinearSpec::kNone},
+    {"mlp.down_proj.weight", "ffn_down.weight", LinearSpec::kHidden, true, LinearSpec::kNone},
+};
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+// The source row of GGUF row `row` after llama.cpp's q/k permutation (gguf_export.h); heads == 0
+// means no permutation.
+int64_t SourceRow(int64_t row, int64_t heads, int64_t head_dim) {
+  if (heads == 0) return row;
+  const int64_t head = row / head_dim, within = row % head_dim;
+  return head * head_dim + (within % 2) * (head_dim / 2) + within / 2;
+}
+
+class Converter {
+ public:
+  Converter(const SafetensorsFile& file, const GgufExportOptions& options, GgufWriter* writer,
+            GgufExportReport* report)
+      : file_(file), options_(options), writer_(*writer), report_(*report) {}
+
+  absl::Status Run(const std::string& name);
+
+ private:
+  absl::Status Error(const std::string& what) const {
+    return absl::InvalidArgumentError(absl::StrCat(file_.path(), ": ", what));
+  }
+  absl::StatusOr<std::string> Meta(const std::string& key) const;
+  absl::Status ParseInt(const std::string& key, int64_t lo, int64_t hi, int64_t* out) const;
+  absl::Status ParseDouble(const std::string& key, double lo, double* out) const;
+  absl::Status ParseConfig();
+  absl::Status ParseQuantKeys();
+  void SetMetadata(const std::string& name);
+  void SetTokenizer();
+
+  absl::StatusOr<const TensorInfo*> Find(const std::string& name);
+  absl::Status AddNorm(const std::string& hf, const std::string& gguf);
+  // A dense [rows, cols] source (any float dtype) as dense_type, rows permuted for q/k.
+  absl::Status AddDense(const std::string& hf, const std::string& gguf, int64_t rows, int64_t cols,
+                        int64_t rope_heads);
+  absl::Status AddTernary(const std::string& hf, const std::string& gguf, int64_t rows,
+                          int64_t cols, int64_t rope_heads);
+  // Encodes rows x cols floats (already permuted) as dense_type, or F16 when Q8_0 cannot hold
+  // the row length; records the tensor in the report.
+  absl::Status EncodeDense(const std::vector<float>& values, int64_t rows, int64_t cols,
+                           GgufTensorReport entry);
+  absl::Status CheckAllTensorsUsed() const;
+
+  const SafetensorsFile& file_;
+  const GgufExportOptions& options_;
+  GgufWriter& writer_;
+  GgufExportReport& report_;
+  PackedConfig c_;
+  std::set<std::string> packed_;  // linear names with "qat.quant.NAME" = "ternary2"
+  std::set<std::string> used_;
+};
+
+absl::StatusOr<std::string> Converter::Meta(const std::string& key) const {
+  auto it = file_.metadata().find(key);
+  if (it == file_.metadata().end()) {
+    return Error(absl::StrCat("missing metadata key \"", key, "\""));
+  }
+  return it->second;
+}
+
+absl::Status Converter::ParseInt(const std::string& key, int64_t lo, int64_t hi,
+                                 int64_t* out) const {
+  absl::StatusOr<std::string> s = Meta(key);
+  if (!s.ok()) return s.status();
+  if (!absl::SimpleAtoi(*s, out)) {
+    return Error(absl::StrCat("metadata \"", key, "\" = \"", *s, "\" is not an integer"));
+  }
+  if (*out < lo || *out > hi) {
+    return Error(
+        absl::StrCat("metadata \"", key, "\" = ", *out, " is outside [", lo, ", ", hi, "]"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Converter::ParseDouble(const std::string& key, double lo, double* out) const {
+  absl::StatusOr<std::string> s = Meta(key);
+  if (!s.ok()) return s.status();
+  if (!absl::SimpleAtod(*s, out) || !std::isfinite(*out)) {
+    return Error(absl::StrCat("metadata \"", key, "\" = \"", *s, "\" is not a finite number"));
+  }
+  if (*out < lo) return Error(absl::StrCat("metadata \"", key, "\" = ", *s, " is below ", lo));
+  return absl::OkStatus();
+}
+
+absl::Status Converter::ParseConfig() {
+  absl::StatusOr<std::string> format = Meta("format");
+  if (!format.ok()) return format.status();
+  if (*format != "qat-packed") {
+    return Error(absl::StrCat("metadata \"format\" = \"", *format, "\", expected \"qat-packed\""));
+  }
+  absl::StatusOr<std::string> version = Meta("qat.version");
+  if (!version.ok()) return version.status();
+  if (*version != "1") {
+    return Error(absl::StrCat("metadata \"qat.version\" = \"", *version, "\", expected \"1\""));
+  }
+  const struct {
+    const char* key;
+    int64_t* field;
+    int64_t hi;
+  } sizes[] = {
+      {"qat.vocab_size", &c_.vocab, kMaxDim},
+      {"qat.hidden_size", &c_.hidden, kMaxDim},
+      {"qat.intermediate_size", &c_.intermediate, kMaxDim},
+      {"qat.num_layers", &c_.layers, kMaxLayers},
+      {"qat.num_heads", &c_.heads, kMaxDim},
+      {"qat.num_kv_heads", &c_.kv_heads, kMaxDim},
+      {"qat.max_seq_len", &c_.max_seq_len, kMaxDim},
+  };
+  for (const auto& s : sizes) QAT_RETURN_IF_ERROR(ParseInt(s.key, 1, s.hi, s.field));
+  QAT_RETURN_IF_ERROR(ParseDouble("qat.rope_theta", 1e-300, &c_.rope_theta));
+  QAT_RETURN_IF_ERROR(ParseDouble("qat.rms_norm_eps", 0.0, &c_.rms_norm_eps));
+  int64_t tie = 0;
+  QAT_RETURN_IF_ERROR(ParseInt("qat.tie_embeddings", 0, 1, &tie));
+  c_.tie_embeddings = tie == 1;
+  QAT_RETURN_IF_ERROR(ParseInt("qat.bos_id", -1, c_.vocab - 1, &c_.bos));
+  QAT_RETURN_IF_ERROR(ParseInt("qat.eos_id", -1, c_.vocab - 1, &c_.eos));
+  absl::StatusOr<std::string> tokenizer = Meta("qat.tokenizer");
+  if (!tokenizer.ok()) return tokenizer.status();
+  if (*tokenizer != "byte") {
+    return Error(absl::StrCat("metadata \"qat.tokenizer\" = \"", *tokenizer,
+                              "\": only the \"byte\" tokenizer can be described in GGUF"));
+  }
+  if (c_.vocab < kByteTokens) {
+    return Error(absl::StrCat("qat.vocab_size = ", c_.vocab,
+                              " is below the 256 byte tokens of the byte tokenizer"));
+  }
+  for (const auto& [key, id] :
+       {std::pair<const char*, int64_t>{"qat.bos_id", c_.bos}, {"qat.eos_id", c_.eos}}) {
+    if (id >= 0 && id < kByteTokens) {
+      return Error(absl::StrCat("metadata \"", key, "\" = ", id, " is a byte token (0..255)"));
+    }
+  }
+  if (c_.bos >= 0 && c_.bos == c_.eos) {
+    return Error(absl::StrCat("qat.bos_id and qat.eos_id are both ", c_.bos));
+  }
+  if (c_.hidden % c_.heads != 0) {
+    return Error(absl::StrCat("qat.hidden_size (", c_.hidden,
+                              ") is not a multiple of qat.num_heads (", c_.heads, ")"));
+  }
+  if (c_.heads % c_.kv_heads != 0) {
+    return Error(absl::StrCat("qat.num_heads (", c_.heads,
+                              ") is not a multiple of qat.num_kv_heads (", c_.kv_heads, ")"));
+  }
+  if (c_.head_dim() % 2 != 0) {
+    return Error(absl::StrCat("head dim qat.hidden_size / qat.num_heads = ", c_.head_dim(),
+                              " is odd (RoPE rotates pairs)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Converter::ParseQuantKeys() {
+  std::set<std::string> linear_names;
+  for (int64_t l = 0; l < c_.layers; ++l) {
+    for (const LinearSpec& spec : kLinears) {
+      linear_names.insert(absl::StrCat("model.layers.", l, ".", spec.hf_suffix));
+    }
+  }
+  for (const auto& [key, value] : file_.metadata()) {
+    if (!absl::StartsWith(key, kQuantPrefix)) continue;
+    const std::string name = key.substr(sizeof(kQuantPrefix) - 1);
+    if (value != "ternary2") {
+      return Error(absl::StrCat("metadata \"", key, "\" = \"", value,
+                                "\" is not a known format (expected \"ternary2\")"));
+    }
+    if (linear_names.count(name) == 0) {
+      return Error(absl::StrCat("metadata \"", key, "\": \"", name,
+                                "\" is not a linear weight of this model"));
+    }
+    packed_.insert(name);
+  }
+  return absl::OkStatus();
+}
+
+void Converter::SetMetadata(const std::string& name) {
+  auto u32 = [](int64_t v) { return GgufValue::Uint32(static_cast<uint32_t>(v)); };
+  writer_.SetKv("general.architecture", GgufValue::String("llama"));
+  writer_.SetKv("general.name", GgufValue::String(name));
+  writer_.SetKv("general.alignment", GgufValue::Uint32(kGgufDefaultAlignment));
+  writer_.SetKv("general.quantization_version", GgufValue::Uint32(2));
+  writer_.SetKv("llama.context_length", u32(c_.max_seq_len));
+  writer_.SetKv("llama.embedding_length", u32(c_.hidden));
+  writer_.SetKv("llama.block_count", u32(c_.layers));
+  writer_.SetKv("llama.feed_forward_length", u32(c_.intermediate));
+  writer_.SetKv("llama.rope.dimension_count", u32(c_.head_dim()));
+  writer_.SetKv("llama.attention.head_count", u32(c_.heads));
+  writer_.SetKv("llama.attention.head_count_kv", u32(c_.kv_heads));
+  writer_.SetKv("llama.attention.layer_norm_rms_epsilon",
+                GgufValue::Float32(static_cast<float>(c_.rms_norm_eps)));
+  writer_.SetKv("llama.rope.freq_base", GgufValue::Float32(static_cast<float>(c_.rope_theta)));
+  writer_.SetKv("llama.vocab_size", u32(c_.vocab));
+  SetTokenizer();
+}
+
+void Converter::SetTokenizer() {
+  std::vector<std::string> tokens;
+  std::vector<int32_t> types;
+  for (int64_t id = 0; id < c_.vocab; ++id) {
+    if (id == ' ') {
+      tokens.push_back("\xe2\x96\x81");  // U+2581, see gguf_export.h
+      types.push_back(kTokenNormal);
+    } else if (id < kByteTokens) {
+      tokens.push_back(absl::StrFormat("<0x%02X>", id));
+      types.push_back(kTokenByte);
+    } else if (id == c_.bos) {
+      tokens.push_back("<s>");
+      types.push_back(kTokenControl);
+    } else if (id == c_.eos) {
+      tokens.push_back("</s>");
+      types.push_back(kTokenControl);
+    } else {
+      tokens.push_back(absl::StrCat("<unused_", id, ">"));
+      types.push_back(kTokenUnused);
+    }
+  }
+  writer_.SetKv("tokenizer.ggml.model", GgufValue::String("llama"));
+  writer_.SetKv("tokenizer.ggml.tokens", GgufValue::StringArray(tokens));
+  writer_.SetKv("tokenizer.ggml.scores",
+                GgufValue::Float32Array(std::vector<float>(tokens.size(), 0.0f)));
+  writer_.SetKv("tokenizer.ggml.token_type", GgufValue::Int32Array(types));
+  if (c_.bos >= 0) {
+    writer_.SetKv("tokenizer.ggml.bos_token_id", GgufValue::Uint32(static_cast<uint32_t>(c_.bos)));
+  }
+  if (c_.eos >= 0) {
+    writer_.SetKv("tokenizer.ggml.eos_token_id", GgufValue::Uint32(static_cast<uint32_t>(c_.eos)));
+  }
+  writer_.SetKv("tokenizer.ggml.add_bos_token", GgufValue::Bool(c_.bos >= 0));
+  writer_.SetKv("tokenizer.ggml.add_eos_token", GgufValue::Bool(false));
+  writer_.SetKv("tokenizer.ggml.add_space_prefix", GgufValue::Bool(false));
+}
+
+absl::StatusOr<const TensorInfo*> Converter::Find(const std::string& name) {
+  const TensorInfo* t = file_.Find(name);
+  if (t == nullptr) return Error("missing tensor " + name);
+  used_.insert(name);
+  return t;
+}
+
+bool IsFloatDType(DType d) {
+  return d == DType::kF32 || d == DType::kF16 || d == DType::kBF16 || d == DType::kF64;
+}
+
+absl::Status Converter::AddNorm(const std::string& hf, const std::string& gguf) {
+  absl::StatusOr<const TensorInfo*> t = Find(hf);
+  if (!t.ok()) return t.status();
+  if (!IsFloatDType((*t)->dtype) || (*t)->shape != std::vector<int64_t>{c_.hidden}) {
+    return Error(absl::StrCat("tensor ", hf, " is ", DTypeName((*t)->dtype), " ",
+                              ShapeString((*t)->shape), ", expected F32 [", c_.hidden, "]"));
+  }
+  absl::StatusOr<std::vector<float>> values = file_.ReadF32(hf);
+  if (!values.ok()) return values.status();
+  std::string bytes(values->size() * sizeof(float), '\0');
+  EncodeFloatRow(GgmlType::kF32, values->data(), c_.hidden, reinterpret_cast<uint8_t*>(&bytes[0]));
+  QAT_RETURN_IF_ERROR(writer_.AddTensor(gguf, GgmlType::kF32, {c_.hidden}, std::move(bytes)));
+  GgufTensorReport entry;
+  entry.gguf_name = gguf;
+  entry.source_name = hf;
+  entry.type = GgmlType::kF32;
+  entry.dims = {c_.hidden};
+  report_.tensors.push_back(std::move(entry));
+  return absl::OkStatus();
+}
+
+absl::Status Converter::EncodeDense(const std::vector<float>& values, int64_t rows, int64_t cols,
+                                    GgufTensorReport entry) {
+  GgmlType type = options_.dense_type;
+  if (type == GgmlType::kQ8_0 && cols % kQ8_0Block != 0) {
+    type = GgmlType::kF16;
+    entry.fallback = true;
+    entry.note = absl::StrCat(entry.note, entry.note.empty() ? "" : "; ", "row length ", cols,
+                              " is not a multiple of 32: F16 instead of Q8_0");
+  }
+  const int64_t row_bytes = cols / GgmlBlockElements(type) * GgmlBlockBytes(type);
+  std::string bytes(static_cast<size_t>(rows * row_bytes), '\0');
+  for (int64_t r = 0; r < rows; ++r) {
+    EncodeFloatRow(type, values.data() + r * cols, cols,
+                   reinterpret_cast<uint8_t*>(&bytes[0]) + r * row_bytes);
+  }
+  QAT_RETURN_IF_ERROR(writer_.AddTensor(entry.gguf_name, type, {cols, rows}, std::move(bytes)));
+  entry.type = type;
+  entry.dims = {cols, rows};
+  report_.tensors.push_back(std::move(entry));
+  return absl::OkStatus();
+}
+
+absl::Status Converter::AddDense(const std::string& hf, const std::string& gguf, int64_t rows,
+                                 int64_t cols, int64_t rope_heads) {
+  absl::StatusOr<const TensorInfo*> t = Find(hf);
+  if (!t.ok()) return t.status();
+  if (!IsFloatDType((*t)->dtype) || (*t)->shape != std::vector<int64_t>{rows, cols}) {
+    return Error(absl::StrCat("tensor ", hf, " is ", DTypeName((*t)->dtype), " ",
+                              ShapeString((*t)->shape), ", expected F32 [", rows, ", ", cols, "]"));
+  }
+  absl::StatusOr<std::vector<float>> source = file_.ReadF32(hf);
+  if (!source.ok()) return source.status();
+  std::vector<float> values(source->size());
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* src = source->data() + SourceRow(r, rope_heads, c_.head_dim()) * cols;
+    std::copy(src, src + cols, values.begin() + r * cols);
+  }
+  GgufTensorReport entry;
+  entry.gguf_name = gguf;
+  entry.source_name = hf;
+  return EncodeDense(values, rows, cols, std::move(entry));
+}
+
+absl::Status Converter::AddTernary(const std::string& hf, const std::string& gguf, int64_t rows,
+                                   int64_t cols, int64_t rope_heads) {
+  absl::StatusOr<const TensorInfo*> t = Find(hf);
+  if (!t.ok()) return t.status();
+  const int64_t row_bytes = TernaryRowBytes(cols);
+  if ((*t)->dtype != DType::kU8 || (*t)->shape != std::vector<int64_t>{rows, row_bytes}) {
+    return Error(absl::StrCat("tensor ", hf, " is ", DTypeName((*t)->dtype), " ",
+                              ShapeString((*t)->shape), ", expected U8 (ternary2) [", rows, ", ",
+                              row_bytes, "]"));
+  }
+  const uint8_t* packed = file_.Data(**t);
+  if (int64_t bad = ValidateTernary(packed, rows, cols); bad >= 0) {
+    return Error(absl::StrCat("tensor ", hf, ": invalid ternary2 byte 0x",
+                              absl::Hex(packed[bad], absl::kZeroPad2), " at byte offset ", bad,
+                              " (row ", bad / row_bytes, ")"));
+  }
+  std::vector<int8_t> trits(static_cast<size_t>(rows * cols));
+  UnpackTernary(packed, rows, cols, trits.data());
+
+  const std::string scale_name = hf + ".scale";
+  absl::StatusOr<const TensorInfo*> s = Find(scale_name);
+  if (!s.ok()) return s.status();
+  if (!IsFloatDType((*s)->dtype) || (*s)->shape.size() != 1 ||
+      ((*s)->shape[0] != 1 && (*s)->shape[0] != rows)) {
+    return Error(absl::StrCat("tensor ", scale_name, " is ", DTypeName((*s)->dtype), " ",
+                              ShapeString((*s)->shape), ", expected F32 [1] or [", rows, "]"));
+  }
+  absl::StatusOr<std::vector<float>> scales = file_.ReadF32(scale_name);
+  if (!scales.ok()) return scales.status();
+
+  GgufTensorReport entry;
+  entry.gguf_name = gguf;
+  entry.source_name = hf;
+  entry.ternary = true;
+  for (size_t i = 0; i < scales->size(); ++i) {
+    const float scale = (*scales)[i];
+    const float rounded = HalfToFloat(FloatToHalf(scale));
+    if (!std::isfinite(scale) || !std::isfinite(rounded)) {
+      return Error(absl::StrCat("tensor ", scale_name, "[", i, "] = ", scale,
+                                " does not fit in fp16 (|scale| must be below 65520)"));
+    }
+    if (scale != 0.0f && rounded == 0.0f) {
+      return Error(absl::StrCat("tensor ", scale_name, "[", i, "] = ", scale,
+                                " underflows fp16 (|scale| must be at least 2^-25)"));
+    }
+    if (scale != 0.0f) {
+      entry.max_scale_rel_error =
+          std::max(entry.max_scale_rel_error,
+                   std::fabs(static_cast<double>(rounded) - scale) / std::fabs(scale));
+    }
+  }
+  auto scale_of_row = [&](int64_t source_row) {
+    return (*scales)[scales->size() == 1 ? 0 : static_cast<size_t>(source_row)];
+  };
+
+  if (cols % kQkK != 0) {
+    // ggml's ternary blocks span 256 weights of one row; store the exact values densely instead.
+    std::vector<float> values(static_cast<size_t>(rows * cols));
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t src = SourceRow(r, rope_heads, c_.head_dim());
+      const float scale = scale_of_row(src);
+      for (int64_t col = 0; col < cols; ++col)
+        values[r * cols + col] = scale * trits[src * cols + col];
+    }
+    entry.fallback = true;
+    entry.note = absl::StrCat("row length ", cols,
+                              " is not a multiple of 256: ", GgmlTypeName(options_.dense_type),
+                              " instead of ", GgmlTypeName(options_.ternary_type));
+    return EncodeDense(values, rows, cols, std::move(entry));
+  }
+
+  const GgmlType type = options_.ternary_type;
+  const int64_t out_row_bytes = cols / kQkK * GgmlBlockBytes(type);
+  std::string bytes(static_cast<size_t>(rows * out_row_bytes), '\0');
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t src = SourceRow(r, rope_heads, c_.head_dim());
+    EncodeTernaryRow(type, trits.data() + src * cols, cols, scale_of_row(src),
+                     reinterpret_cast<uint8_t*>(&bytes[0]) + r * out_row_bytes);
+  }
+  QAT_RETURN_IF_ERROR(writer_.AddTensor(gguf, type, {cols, rows}, std::move(bytes)));
+  entry.type = type;
+  entry.dims = {cols, rows};
+  report_.tensors.push_back(std::move(entry));
+  return absl::OkStatus();
+}
+
+absl::Status Converter::CheckAllTensorsUsed() const {
+  for (const TensorInfo& t : file_.tensors()) {
+    if (used_.count(t.name) == 0) {
+      return Error(absl::StrCat("unexpected tensor ", t.name, " (not part of this config)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Converter::Run(const std::string& name) {
+  QAT_RETURN_IF_ERROR(ParseConfig());
+  QAT_RETURN_IF_ERROR(ParseQuantKeys());
+  SetMetadata(name);
+
+  QAT_RETURN_IF_ERROR(
+      AddDense("model.embed_tokens.weight", "token_embd.weight", c_.vocab, c_.hidden, 0));
+  const int64_t kv_dim = c_.kv_heads * c_.head_dim();
+  for (int64_t l = 0; l < c_.layers; ++l) {
+    const std::string hf = absl::StrCat("model.layers.", l, ".");
+    const std::string gguf = absl::StrCat("blk.", l, ".");
+    QAT_RETURN_IF_ERROR(AddNorm(hf + "input_layernorm.weight", gguf + "attn_norm.weight"));
+    for (const LinearSpec& spec : kLinears) {
+      const int64_t out = spec.out == LinearSpec::kHidden ? c_.hidden
+                          : spec.out == LinearSpec::kKv   ? kv_dim
+                                                          : c_.intermediate;
+      const int64_t in = spec.in_is_intermediate ? c_.intermediate : c_.hidden;
+      const int64_t rope_heads = spec.rope == LinearSpec::kQuery ? c_.heads
+                                 : spec.rope == LinearSpec::kKey ? c_.kv_heads
+                                                                 : 0;
+      const std::string hf_name = hf + spec.hf_suffix;
+      const std::string gguf_name = gguf + spec.gguf_suffix;
+      QAT_RETURN_IF_ERROR(packed_.count(hf_name) > 0
+                              ? AddTernary(hf_name, gguf_name, out, in, rope_heads)
+                              : AddDense(hf_name, gguf_name, out, in, rope_heads));
+    }
+    QAT_RETURN_IF_ERROR(AddNorm(hf + "post_attention_layernorm.weight", gguf + "ffn_norm.weight"));
+  }
+  QAT_RETURN_IF_ERROR(AddNorm("model.norm.weight", "output_norm.weight"));
+  if (!c_.tie_embeddings) {
+    QAT_RETURN_IF_ERROR(AddDense("lm_head.weight", "output.weight", c_.vocab, c_.hidden, 0));
+  }
+  return CheckAllTensorsUsed();
+}
+
+}  // namespace
+
+int64_t GgufExportReport::fallbacks() const {
+  int64_t n = 0;
+  for (const GgufTensorReport& t : tensors) n += t.fallback ? 1 : 0;
+  return n;
+}
+
+absl::StatusOr<GgufExportReport> ConvertPackedToGguf(const std::string& packed_path,
+                                                     const std::string& out_path,
+                                                     const GgufExportOptions& options) {
+  if (options.ternary_type != GgmlType::kTQ2_0 && options.ternary_type != GgmlType::kTQ1_0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ternary type ", GgmlTypeName(options.ternary_type), " is not TQ2_0 or TQ1_0"));
+  }
+  if (options.dense_type != GgmlType::kF16 && options.dense_type != GgmlType::kQ8_0 &&
+      options.dense_type != GgmlType::kF32) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("dense type ", GgmlTypeName(options.dense_type), " is not F16, Q8_0 or F32"));
+  }
+  absl::StatusOr<SafetensorsFile> file = SafetensorsFile::Open(packed_path);
+  if (!file.ok()) return file.status();
+
+  GgufWriter writer;
+  GgufExportReport report;
+  Converter converter(*file, options, &writer, &report);
+  const std::string name =
+      options.name.empty() ? std::filesystem::path(packed_path).stem().string() : options.name;
+  QAT_RETURN_IF_ERROR(converter.Run(name));
+
+  absl::StatusOr<std::string> bytes = writer.Serialize();
+  if (!bytes.ok()) {
+    return absl::InternalError(absl::StrCat(out_path, ": ", bytes.status().message()));
+  }
+  QAT_RETURN_IF_ERROR(WriteFileAtomic(out_path, *bytes));
+  report.file_bytes = static_cast<int64_t>(bytes->size());
+  return report;
+}
+
+std::string FormatGgufExportReport(const GgufExportReport& report) {
+  std::string out;
+  for (const GgufTensorReport& t : report.tensors) {
+    absl::StrAppend(&out, absl::StrFormat("%-28s %-6s %-14s", t.gguf_name, GgmlTypeName(t.type),
+                                          ShapeString(t.dims)));
+    if (t.ternary && !t.fallback) {
+      absl::StrAppend(&out,
+                      absl::StrFormat("  fp16 scale rel. error <= %.2g", t.max_scale_rel_error));
+    }
+    if (t.fallback) absl::StrAppend(&out, "  FALLBACK: ", t.note);
+    out += "\n";
+  }
+  absl::StrAppend(&out, report.tensors.size(), " tensors, ", report.file_bytes, " bytes, ",
+                  report.fallbacks(), " fallback(s)\n");
+  return out;
+}
+
+}  // namespace qat::kernels

@@ -1,0 +1,95 @@
+// Conversion of a "qat-packed" export (kernels/runtime.h) to a GGUF v3 file that llama.cpp can
+// load as a "llama" model (kernels/gguf.h has the byte layout).
+//
+// What goes where:
+//   HF name (packed file)                          GGUF name                 GGUF type
+//   model.embed_tokens.weight [vocab, hidden]      token_embd.weight         dense_type
+//   model.norm.weight [hidden]                     output_norm.weight        F32
+//   lm_head.weight [vocab, hidden] (if untied)     output.weight             dense_type
+//   model.layers.N.input_layernorm.weight          blk.N.attn_norm.weight    F32
+//   model.layers.N.post_attention_layernorm.weight blk.N.ffn_norm.weight     F32
+//   model.layers.N.self_attn.{q,k,v,o}_proj.weight blk.N.attn_{q,k,v,output}.weight
+//   model.layers.N.mlp.{gate,up,down}_proj.weight  blk.N.ffn_{gate,up,down}.weight
+// Linear weights packed as ternary2 become ternary_type (TQ2_0 or TQ1_0) with every block's
+// d = fp16(scale) of its tensor (per-tensor scale) or row (per-row scale), trits stored exactly;
+// a ternary weight whose row length is not a multiple of 256 falls back to dense_type (F16 unless
+// asked otherwise) and the report says so. Linear weights stored in F32 become dense_type. A
+// Q8_0 tensor whose row length is not a multiple of 32 falls back to F16 (also reported).
+// With tied embeddings no output.weight is written: llama.cpp then uses token_embd for the output.
+//
+// RoPE: qat (like Hugging Face) rotates the pairs (x_i, x_{i+hd/2}) of each head ("rotate half"),
+// while llama.cpp's "llama" architecture rotates adjacent pairs (x_{2i}, x_{2i+1}) with the same
+// frequency theta^(-2i/hd). llama.cpp's convert_hf_to_gguf.py (LlamaModel.permute) therefore
+// reorders the rows of q_proj (with num_heads) and k_proj (with num_kv_heads) inside each head:
+//   gguf_row[h*hd + 2i + j] = hf_row[h*hd + j*hd/2 + i],  i < hd/2, j in {0, 1}
+// (reshape(heads, 2, hd/2, in).swapaxes(1, 2)). We apply the same permutation, to per-row scales
+// too. Attention scores are unchanged: q and k are permuted alike within each head.
+//
+// Tokenizer (qat's byte tokenizer: ids 0..255 are bytes, then BOS and EOS), as a SentencePiece
+// ("llama") vocabulary with byte fallback only. What llama.cpp does with it (src/llama-vocab.cpp):
+//   - tokens "<0x00>".."<0xFF>" have type BYTE (6): when no vocabulary piece matches a character,
+//     the SPM tokenizer emits byte_to_token() of each of its UTF-8 bytes, i.e. exactly our ids, and
+//     token_to_piece() turns a BYTE token back into its raw byte. There are no merges (all scores
+//     are 0 and no multi-character piece exists), so every character falls back to its bytes.
+//   - exception, id 0x20 (space): the SPM tokenizer always replaces ' ' by U+2581 "▁" before it
+//     tokenizes (llama_escape_whitespace), so a "<0x20>" token would never be produced and a space
+//     would arrive as the three bytes E2 96 81. Token 0x20 is therefore the NORMAL (1) piece "▁":
+//     text spaces map to id 32, and token_to_piece() unescapes it back to ' '. (A literal U+2581
+//     in a prompt also becomes id 32.)
+//   - BOS "<s>" and EOS "</s>" are CONTROL (3); tokenizer.ggml.bos_token_id/eos_token_id are
+//   UINT32;
+//     EOS ends generation. add_bos_token = true (qat prepends BOS to every document),
+//     add_eos_token = false, add_space_prefix = false (qat never adds a leading space; llama.cpp's
+//     SPM default would).
+//   - ids past the special tokens (a padded vocabulary) are "<unused_N>" of type UNUSED (5).
+//   - there is no unknown token: byte fallback covers every input; llama.cpp's SPM default
+//     unknown id (0) is left alone, it is never emitted.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/gguf.h"
+
+namespace qat::kernels {
+
+struct GgufExportOptions {
+  GgmlType ternary_type = GgmlType::kTQ2_0;  // kTQ2_0 or kTQ1_0
+  // Embeddings, output, full-precision linears and ternary fallbacks: kF16, kQ8_0 or kF32.
+  GgmlType dense_type = GgmlType::kF16;
+  std::string name;  // general.name; empty: the packed file's name without directory and extension
+};
+
+struct GgufTensorReport {
+  std::string gguf_name;
+  std::string source_name;  // the tensor's name in the packed file
+  GgmlType type = GgmlType::kF32;
+  std::vector<int64_t> dims;  // GGUF order: dims[0] = row length
+  bool ternary = false;       // the source was a packed ternary tensor
+  bool fallback = false;      // stored in another type than the one asked for (see note)
+  std::string note;           // why it fell back; empty otherwise
+  // Largest |fp16(scale) - scale| / |scale| over the tensor's scales (ternary tensors only);
+  // at most 2^-11 unless a scale is below fp16's normal range (6.1e-5).
+  double max_scale_rel_error = 0;
+};
+
+struct GgufExportReport {
+  std::vector<GgufTensorReport> tensors;
+  int64_t file_bytes = 0;
+  int64_t fallbacks() const;
+};
+
+// Reads the packed file, converts it, and writes `out_path` atomically. Errors name the file and
+// the tensor or key at fault (a malformed packed file, a non-byte tokenizer, a scale that does not
+// fit in fp16, bad options).
+absl::StatusOr<GgufExportReport> ConvertPackedToGguf(const std::string& packed_path,
+                                                     const std::string& out_path,
+                                                     const GgufExportOptions& options = {});
+
+// One line per tensor ("blk.0.attn_q.weight  TQ2_0  [256, 256]" plus any fallback note) and a
+// summary line, for the command line to print.
+std::string FormatGgufExportReport(const GgufExportReport& report);
+
+}  // namespace qat::kernels
