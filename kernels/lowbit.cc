@@ -11,6 +11,7 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/dispatch.h"
 #include "kernels/lowbit_impl.h"
 #include "kernels/ternary_impl.h"
 #include "kernels/thread_pool.h"
@@ -243,33 +244,14 @@ bool CpuHasAvx512Vnni() {
 
 namespace {
 
-// An unsupported isa (a caller bug) falls back to the best supported one.
-Isa Usable(Isa isa) { return IsaSupported(isa) ? isa : BestIsa(); }
+using dispatch::ForRows;
+using dispatch::RowGrain;
+using dispatch::ScalesUsable;
+using dispatch::Usable;
 
-// Runs fn over output rows, on the pool when there is one. Each call of fn gets whole grains.
-void ForRows(ThreadPool* pool, int64_t rows, int64_t grain,
-             const std::function<void(int64_t, int64_t)>& fn) {
-  if (pool == nullptr) {
-    fn(0, rows);
-  } else {
-    pool->ParallelFor(rows, grain, fn);
-  }
-}
-
-// Rows per work unit so that a unit holds about `work` weights times activation rows (a few
-// microseconds, worth handing to another thread), rounded up to a multiple of `multiple_of`.
-int64_t RowGrain(int64_t work, int64_t cols_times_m, int64_t multiple_of) {
-  const int64_t rows = std::max<int64_t>(1, work / std::max<int64_t>(cols_times_m, 1));
-  return (rows + multiple_of - 1) / multiple_of * multiple_of;
-}
 constexpr int64_t kFloatUnitWork = int64_t{1} << 17;  // ~2 us of a decoding fp32 GEMV
 constexpr int64_t kInt8UnitWork = int64_t{1} << 19;   // ~2 us of int8 dot products
 constexpr int64_t kGemmUnitWork = int64_t{1} << 16;   // as DenseGemm
-
-template <typename View>
-bool ScalesUsable(const View& w) {
-  return w.scales != nullptr && (w.n_scales == 1 || w.n_scales == w.rows);
-}
 
 // The dense GEMM kernel of a SIMD isa (ternary_impl.h).
 using DenseGemmFn = void (*)(const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t,

@@ -10,6 +10,7 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/dispatch.h"
 #include "kernels/ternary_impl.h"
 #include "kernels/thread_pool.h"
 
@@ -181,34 +182,13 @@ const char* IsaName(Isa isa) {
 
 namespace {
 
-// An unsupported isa (a caller bug) falls back to the best supported one rather than executing
-// instructions the CPU lacks.
-Isa Usable(Isa isa) { return IsaSupported(isa) ? isa : BestIsa(); }
+using dispatch::ForRows;
+using dispatch::RowGrain;
+using dispatch::ScalesUsable;
+using dispatch::Usable;
 
-// Runs fn over output rows, on the pool when there is one. Each call of fn gets whole grains.
-void ForRows(ThreadPool* pool, int64_t rows, int64_t grain,
-             const std::function<void(int64_t, int64_t)>& fn) {
-  if (pool == nullptr) {
-    fn(0, rows);
-  } else {
-    pool->ParallelFor(rows, grain, fn);
-  }
-}
-
-// Rows per work unit, so that a unit holds about `work` multiply-adds (a few microseconds, worth
-// handing to another thread): small products run on one thread, large ones split evenly.
-int64_t RowGrain(int64_t work, int64_t cols_times_m, int64_t multiple_of) {
-  const int64_t rows = std::max<int64_t>(1, work / std::max<int64_t>(cols_times_m, 1));
-  return (rows + multiple_of - 1) / multiple_of * multiple_of;
-}
 constexpr int64_t kTernaryUnitWork = int64_t{1} << 17;  // ~2 us of ternary GEMV
 constexpr int64_t kDenseUnitWork = int64_t{1} << 16;    // 256 KB of fp32 weights
-
-// A view whose scales cannot be indexed (n_scales neither 1 nor rows) produces NaN outputs
-// instead of reading past the scales: the caller sees the mistake, nothing crashes.
-bool ScalesUsable(const TernaryView& w) {
-  return w.scales != nullptr && (w.n_scales == 1 || w.n_scales == w.rows);
-}
 
 }  // namespace
 
