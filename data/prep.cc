@@ -1,4 +1,5 @@
-// `qat prep`: text files -> documents -> BOS + bytes + EOS token streams in train.bin / val.bin.
+// `qat prep`: text files -> documents -> BOS + tokens + EOS streams in train.bin / val.bin, with the
+// byte tokenizer or a model's own (tokenizer.json / tokenizer.model, see tokens.h).
 //
 // Which split a document goes to depends only on (seed, its index among the kept documents), so
 // the same inputs and seed always give the same files.
@@ -55,10 +56,21 @@ void SplitFortunes(const std::string& text, std::vector<std::string>* docs) {
   docs->push_back(std::move(current));
 }
 
-void AppendDocument(const std::string& doc, std::vector<int32_t>* tokens) {
-  tokens->push_back(ByteTokenizer::kBos);
-  for (char c : doc) tokens->push_back(static_cast<unsigned char>(c));
-  tokens->push_back(ByteTokenizer::kEos);
+// BOS (when the tokenizer has one distinct from EOS: GPT-2 style tokenizers use one token for
+// both, and one separator between documents is enough) + tokens + EOS (when there is one).
+absl::Status AppendDocument(const Tokenizer& tokenizer, const std::string& doc, size_t index,
+                            std::vector<int32_t>* tokens) {
+  absl::StatusOr<std::vector<int32_t>> ids = tokenizer.Encode(doc);
+  if (!ids.ok()) {
+    return absl::Status(ids.status().code(), absl::StrCat("prep: document ", index, " (0-based, ",
+                                                          "after splitting): ", ids.status().message()));
+  }
+  if (tokenizer.bos_id() >= 0 && tokenizer.bos_id() != tokenizer.eos_id()) {
+    tokens->push_back(tokenizer.bos_id());
+  }
+  tokens->insert(tokens->end(), ids->begin(), ids->end());
+  if (tokenizer.eos_id() >= 0) tokens->push_back(tokenizer.eos_id());
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -69,6 +81,12 @@ absl::StatusOr<PrepStats> Prep(const PrepOptions& options) {
   if (!(options.val_fraction >= 0.0 && options.val_fraction <= 1.0)) {
     return absl::InvalidArgumentError(
         absl::StrCat("prep: val_fraction ", options.val_fraction, " is outside [0, 1]"));
+  }
+
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = LoadTokenizer(options.tokenizer);
+  if (!tokenizer.ok()) {
+    return absl::Status(tokenizer.status().code(),
+                        absl::StrCat("prep: tokenizer: ", tokenizer.status().message()));
   }
 
   std::vector<std::string> docs;
@@ -115,9 +133,12 @@ absl::StatusOr<PrepStats> Prep(const PrepOptions& options) {
   PrepStats stats;
   std::vector<int32_t> train, val;
   for (size_t i = 0; i < docs.size(); ++i) {
-    AppendDocument(docs[i], is_val[i] ? &val : &train);
+    absl::Status s = AppendDocument(**tokenizer, docs[i], i, is_val[i] ? &val : &train);
+    if (!s.ok()) return s;
     ++(is_val[i] ? stats.val_documents : stats.train_documents);
   }
+  stats.tokenizer_kind = (*tokenizer)->kind();
+  stats.vocab_size = (*tokenizer)->vocab_size();
   stats.documents = static_cast<int64_t>(docs.size());
   stats.train_tokens = static_cast<int64_t>(train.size());
   stats.val_tokens = static_cast<int64_t>(val.size());
@@ -129,8 +150,8 @@ absl::StatusOr<PrepStats> Prep(const PrepOptions& options) {
         absl::StrCat("prep: cannot create directory ", options.out_dir, ": ", ec.message()));
   }
   const std::string dir = options.out_dir + "/";
-  if (absl::Status s = WriteShard(dir + "train.bin", train); !s.ok()) return s;
-  if (absl::Status s = WriteShard(dir + "val.bin", val); !s.ok()) return s;
+  if (absl::Status s = WriteShard(dir + "train.bin", train, stats.vocab_size); !s.ok()) return s;
+  if (absl::Status s = WriteShard(dir + "val.bin", val, stats.vocab_size); !s.ok()) return s;
   return stats;
 }
 

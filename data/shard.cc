@@ -38,7 +38,29 @@ absl::Status Invalid(const std::string& path, uint64_t offset, const std::string
 
 }  // namespace
 
+namespace {
+absl::Status WriteShardImpl(const std::string& path, const std::vector<int32_t>& tokens,
+                            bool force_wide);
+}  // namespace
+
 absl::Status WriteShard(const std::string& path, const std::vector<int32_t>& tokens) {
+  return WriteShardImpl(path, tokens, /*force_wide=*/false);
+}
+
+absl::Status WriteShard(const std::string& path, const std::vector<int32_t>& tokens,
+                        int64_t vocab_size) {
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] >= vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": token ", i, " is ", tokens[i],
+                                                     ", outside the vocabulary of ", vocab_size));
+    }
+  }
+  return WriteShardImpl(path, tokens, vocab_size > int64_t{1} << 16);
+}
+
+namespace {
+absl::Status WriteShardImpl(const std::string& path, const std::vector<int32_t>& tokens,
+                            bool force_wide) {
   int32_t max_id = 0;
   for (size_t i = 0; i < tokens.size(); ++i) {
     if (tokens[i] < 0) {
@@ -49,7 +71,7 @@ absl::Status WriteShard(const std::string& path, const std::vector<int32_t>& tok
   }
   const uint64_t n = tokens.size();
   // uint16 ids when they fit and the count fits header[2] as a non-negative int32.
-  const bool wide = max_id > std::numeric_limits<uint16_t>::max() ||
+  const bool wide = force_wide || max_id > std::numeric_limits<uint16_t>::max() ||
                     n > static_cast<uint64_t>(std::numeric_limits<int32_t>::max());
   const uint64_t token_bytes = wide ? 4 : 2;
 
@@ -69,6 +91,7 @@ absl::Status WriteShard(const std::string& path, const std::vector<int32_t>& tok
   }
   return kernels::WriteFileAtomic(path, contents);
 }
+}  // namespace
 
 absl::StatusOr<std::vector<int32_t>> ReadShard(const std::string& path) {
   absl::StatusOr<std::string> file = kernels::ReadFile(path);

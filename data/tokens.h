@@ -11,11 +11,16 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "kernels/gguf_export.h"
 
 namespace qat::data {
 
@@ -30,8 +35,48 @@ class ByteTokenizer {
   std::string Decode(const std::vector<int32_t>& ids) const;
 };
 
+// Text <-> ids, whichever tokenizer a model uses: the byte tokenizer above, byte-level BPE from a
+// Hugging Face tokenizer.json (data/bpe.h) or SentencePiece from a tokenizer.model
+// (data/sentencepiece.cc). Encode adds no BOS/EOS; callers add bos_id()/eos_id() themselves.
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+  virtual std::string kind() const = 0;     // "byte", "bpe" or "sentencepiece"
+  virtual int64_t vocab_size() const = 0;   // every id is in [0, vocab_size)
+  virtual int32_t bos_id() const = 0;       // -1: none
+  virtual int32_t eos_id() const = 0;       // -1: none
+  // Errors name the byte offset of input the tokenizer cannot take (invalid UTF-8).
+  virtual absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text) const = 0;
+  // Special tokens decode to their text; an id outside the vocabulary is an error.
+  virtual absl::StatusOr<std::string> Decode(const std::vector<int32_t>& ids) const = 0;
+  // The vocabulary as GGUF describes it; nullopt for the byte tokenizer, which the GGUF export
+  // describes itself.
+  virtual std::optional<kernels::GgufTokenizer> ToGguf() const = 0;
+  // The files a Hugging Face model directory needs for this tokenizer (copied by `qat export
+  // --format hf`); empty for the byte tokenizer.
+  virtual std::vector<std::string> files() const = 0;
+  // Everything needed to rebuild this tokenizer, as packed-export metadata (see
+  // TokenizerFromMetadata): "qat.tokenizer" = kind(), "qat.bos_id", "qat.eos_id", and for BPE
+  // "qat.tokenizer.json" (+ "qat.tokenizer.config"), for SentencePiece "qat.tokenizer.model"
+  // (base64 of the model proto).
+  virtual std::map<std::string, std::string> Metadata() const = 0;
+};
+
+std::unique_ptr<Tokenizer> MakeByteTokenizer();
+// `path`: "" or "byte" (the byte tokenizer), a tokenizer.json (BPE), a tokenizer.model
+// (SentencePiece) or a directory holding one of them (tokenizer.json preferred). Errors name the
+// file and what is wrong with it.
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& path);
+// Rebuilds the tokenizer recorded by Tokenizer::Metadata(); `origin` names the source in errors.
+absl::StatusOr<std::unique_ptr<Tokenizer>> TokenizerFromMetadata(
+    const std::map<std::string, std::string>& metadata, const std::string& origin);
+
 // Writes tokens as a shard (uint16 layout when every id < 65536, else uint32), atomically.
 absl::Status WriteShard(const std::string& path, const std::vector<int32_t>& tokens);
+// The same with the layout chosen by the vocabulary: uint32 when vocab_size > 65536, so that all
+// shards of one tokenizer share a layout; ids must be in [0, vocab_size).
+absl::Status WriteShard(const std::string& path, const std::vector<int32_t>& tokens,
+                        int64_t vocab_size);
 // Reads and validates a shard; errors name the file and the offending byte offset/field.
 absl::StatusOr<std::vector<int32_t>> ReadShard(const std::string& path);
 
@@ -41,12 +86,16 @@ struct PrepOptions {
   double val_fraction = 0.05;       // share of documents held out
   bool fortune_format = false;      // documents separated by lines holding only "%"
   uint64_t seed = 0;                // which documents go to validation
+  std::string tokenizer;            // LoadTokenizer path; "" = the byte tokenizer
 };
 struct PrepStats {
   int64_t documents = 0, train_documents = 0, val_documents = 0;
   int64_t train_tokens = 0, val_tokens = 0;
+  std::string tokenizer_kind;  // "byte", "bpe" or "sentencepiece"
+  int64_t vocab_size = 0;
 };
-// Tokenizes documents (BOS + bytes + EOS each) and splits them into train.bin / val.bin.
+// Tokenizes documents (BOS + tokens + EOS each; BOS only when the tokenizer has one distinct from
+// EOS) and splits them into train.bin / val.bin.
 absl::StatusOr<PrepStats> Prep(const PrepOptions& options);
 
 // Serves windows of seq_len + 1 tokens from a set of shards, deterministically: the window of

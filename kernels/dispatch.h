@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <functional>
+#include <limits>
+#include <vector>
 
 #include "kernels/ternary.h"
 #include "kernels/thread_pool.h"
@@ -15,6 +17,49 @@ namespace qat::kernels::dispatch {
 // An unsupported isa (a caller bug) falls back to the best supported one rather than executing
 // instructions the CPU lacks.
 inline Isa Usable(Isa isa) { return IsaSupported(isa) ? isa : BestIsa(); }
+
+// The variant of a kernel for Usable(isa). QAT_KERNEL_FOR_ISA(isa, Name) picks among scalar::Name,
+// avx2::Name and avx512::Name (ternary_impl.h, lowbit_impl.h).
+template <typename Fn>
+Fn ForIsa(Isa isa, Fn scalar_fn, Fn avx2_fn, Fn avx512_fn) {
+  switch (Usable(isa)) {
+    case Isa::kAvx512:
+      return avx512_fn;
+    case Isa::kAvx2:
+      return avx2_fn;
+    default:
+      return scalar_fn;
+  }
+}
+#define QAT_KERNEL_FOR_ISA(isa, name) \
+  ::qat::kernels::dispatch::ForIsa(isa, scalar::name, avx2::name, avx512::name)
+
+// The products with nothing for a kernel to compute: returns true after writing y (m x rows) when
+// rows or m <= 0 (nothing), cols <= 0 (empty sums: zeros) or the view is unusable (NaN, so the
+// caller sees the mistake and nothing reads out of bounds); false when a kernel must run.
+inline bool HandledWithoutKernel(int64_t rows, int64_t cols, int64_t m, bool usable, float* y) {
+  if (rows <= 0 || m <= 0) return true;
+  if (cols <= 0) {
+    std::fill(y, y + m * rows, 0.0f);
+    return true;
+  }
+  if (!usable) {
+    std::fill(y, y + m * rows, std::numeric_limits<float>::quiet_NaN());
+    return true;
+  }
+  return false;
+}
+
+// x (cols floats) copied into a buffer of `padded` floats, zero past cols, so SIMD kernels can
+// read whole blocks. The buffer is reused by the next call on the same thread (a decode loop
+// calls this per linear layer).
+inline const float* PaddedActivations(const float* x, int64_t cols, int64_t padded) {
+  thread_local std::vector<float> buffer;
+  buffer.resize(padded);
+  std::copy(x, x + cols, buffer.begin());
+  std::fill(buffer.begin() + cols, buffer.end(), 0.0f);
+  return buffer.data();
+}
 
 // Runs fn over output rows, on the pool when there is one. Each call of fn gets whole grains.
 inline void ForRows(ThreadPool* pool, int64_t rows, int64_t grain,

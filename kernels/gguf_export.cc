@@ -101,9 +101,13 @@ class Converter {
   absl::Status ParseQuantKeys();
   void SetMetadata(const std::string& name);
   void SetTokenizer();
+  absl::Status CheckTokenizer(const GgufTokenizer& t) const;
+  void SetOtherTokenizer(const GgufTokenizer& t);
 
   absl::StatusOr<const TensorInfo*> Find(const std::string& name);
   absl::Status AddNorm(const std::string& hf, const std::string& gguf);
+  absl::Status AddBias(const std::string& hf, const std::string& gguf, int64_t rows,
+                       int64_t rope_heads);
   // A dense [rows, cols] source (any float dtype) as dense_type, rows permuted for q/k.
   absl::Status AddDense(const std::string& hf, const std::string& gguf, int64_t rows, int64_t cols,
                         int64_t rope_heads);
@@ -164,8 +168,9 @@ absl::Status Converter::ParseConfig() {
   }
   absl::StatusOr<std::string> version = Meta("qat.version");
   if (!version.ok()) return version.status();
-  if (*version != "1") {
-    return Error(absl::StrCat("metadata \"qat.version\" = \"", *version, "\", expected \"1\""));
+  if (*version != "1" && *version != "2") {
+    return Error(
+        absl::StrCat("metadata \"qat.version\" = \"", *version, "\", expected \"1\" or \"2\""));
   }
   const struct {
     const char* key;
@@ -190,22 +195,26 @@ absl::Status Converter::ParseConfig() {
   QAT_RETURN_IF_ERROR(ParseInt("qat.eos_id", -1, c_.vocab - 1, &c_.eos));
   absl::StatusOr<std::string> tokenizer = Meta("qat.tokenizer");
   if (!tokenizer.ok()) return tokenizer.status();
-  if (*tokenizer != "byte") {
+  if (options_.tokenizer.has_value()) {
+    QAT_RETURN_IF_ERROR(CheckTokenizer(*options_.tokenizer));
+  } else if (*tokenizer != "byte") {
     return Error(absl::StrCat("metadata \"qat.tokenizer\" = \"", *tokenizer,
                               "\": only the \"byte\" tokenizer can be described in GGUF"));
   }
-  if (c_.vocab < kByteTokens) {
-    return Error(absl::StrCat("qat.vocab_size = ", c_.vocab,
-                              " is below the 256 byte tokens of the byte tokenizer"));
-  }
-  for (const auto& [key, id] :
-       {std::pair<const char*, int64_t>{"qat.bos_id", c_.bos}, {"qat.eos_id", c_.eos}}) {
-    if (id >= 0 && id < kByteTokens) {
-      return Error(absl::StrCat("metadata \"", key, "\" = ", id, " is a byte token (0..255)"));
+  if (!options_.tokenizer.has_value()) {
+    if (c_.vocab < kByteTokens) {
+      return Error(absl::StrCat("qat.vocab_size = ", c_.vocab,
+                                " is below the 256 byte tokens of the byte tokenizer"));
     }
-  }
-  if (c_.bos >= 0 && c_.bos == c_.eos) {
-    return Error(absl::StrCat("qat.bos_id and qat.eos_id are both ", c_.bos));
+    for (const auto& [key, id] :
+         {std::pair<const char*, int64_t>{"qat.bos_id", c_.bos}, {"qat.eos_id", c_.eos}}) {
+      if (id >= 0 && id < kByteTokens) {
+        return Error(absl::StrCat("metadata \"", key, "\" = ", id, " is a byte token (0..255)"));
+      }
+    }
+    if (c_.bos >= 0 && c_.bos == c_.eos) {
+      return Error(absl::StrCat("qat.bos_id and qat.eos_id are both ", c_.bos));
+    }
   }
   if (c_.hidden % c_.heads != 0) {
     return Error(absl::StrCat("qat.hidden_size (", c_.hidden,
@@ -234,7 +243,7 @@ absl::Status Converter::ParseQuantKeys() {
     const std::string name = key.substr(sizeof(kQuantPrefix) - 1);
     if (value != "ternary2") {
       return Error(absl::StrCat("metadata \"", key, "\" = \"", value,
-                                "\" is not a known format (expected \"ternary2\")"));
+                                "\": only ternary2 linears (or fp32 ones) convert to GGUF"));
     }
     if (linear_names.count(name) == 0) {
       return Error(absl::StrCat("metadata \"", key, "\": \"", name,
@@ -265,7 +274,39 @@ void Converter::SetMetadata(const std::string& name) {
   SetTokenizer();
 }
 
+absl::Status Converter::CheckTokenizer(const GgufTokenizer& t) const {
+  const auto bad = [&](const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat("GGUF tokenizer for ", file_.path(), ": ", what));
+  };
+  if (t.model != "gpt2" && t.model != "llama") {
+    return bad(absl::StrCat("model \"", t.model, "\", expected \"gpt2\" or \"llama\""));
+  }
+  const int64_t n = static_cast<int64_t>(t.tokens.size());
+  if (n == 0 || n > c_.vocab) {
+    return bad(absl::StrCat(n, " tokens for a model vocabulary of ", c_.vocab,
+                            " (qat.vocab_size); need 1..", c_.vocab));
+  }
+  if (static_cast<int64_t>(t.token_types.size()) != n) {
+    return bad(absl::StrCat(t.token_types.size(), " token types for ", n, " tokens"));
+  }
+  if (t.model == "llama" ? static_cast<int64_t>(t.scores.size()) != n : !t.scores.empty()) {
+    return bad(absl::StrCat(t.scores.size(), " scores for ", n, " tokens of model ", t.model));
+  }
+  if (t.model == "llama" && !t.merges.empty()) return bad("merges given for a llama tokenizer");
+  for (const auto& [name, id] : {std::pair<const char*, int64_t>{"bos", t.bos},
+                                 {"eos", t.eos}, {"unk", t.unk}}) {
+    if (id < -1 || id >= c_.vocab) {
+      return bad(absl::StrCat(name, " id ", id, " is outside [-1, ", c_.vocab, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 void Converter::SetTokenizer() {
+  if (options_.tokenizer.has_value()) {
+    SetOtherTokenizer(*options_.tokenizer);
+    return;
+  }
   std::vector<std::string> tokens;
   std::vector<int32_t> types;
   for (int64_t id = 0; id < c_.vocab; ++id) {
@@ -302,6 +343,32 @@ void Converter::SetTokenizer() {
   writer_.SetKv("tokenizer.ggml.add_space_prefix", GgufValue::Bool(false));
 }
 
+void Converter::SetOtherTokenizer(const GgufTokenizer& t) {
+  std::vector<std::string> tokens = t.tokens;
+  std::vector<int32_t> types = t.token_types;
+  std::vector<float> scores = t.scores;
+  for (int64_t id = static_cast<int64_t>(tokens.size()); id < c_.vocab; ++id) {
+    tokens.push_back(absl::StrCat("[PAD", id, "]"));
+    types.push_back(kTokenUnused);
+    if (!scores.empty()) scores.push_back(0.0f);
+  }
+  writer_.SetKv("tokenizer.ggml.model", GgufValue::String(t.model));
+  if (!t.pre.empty()) writer_.SetKv("tokenizer.ggml.pre", GgufValue::String(t.pre));
+  writer_.SetKv("tokenizer.ggml.tokens", GgufValue::StringArray(tokens));
+  writer_.SetKv("tokenizer.ggml.token_type", GgufValue::Int32Array(types));
+  if (!scores.empty()) writer_.SetKv("tokenizer.ggml.scores", GgufValue::Float32Array(scores));
+  if (!t.merges.empty()) writer_.SetKv("tokenizer.ggml.merges", GgufValue::StringArray(t.merges));
+  const auto u32 = [](int64_t v) { return GgufValue::Uint32(static_cast<uint32_t>(v)); };
+  if (t.bos >= 0) writer_.SetKv("tokenizer.ggml.bos_token_id", u32(t.bos));
+  if (t.eos >= 0) writer_.SetKv("tokenizer.ggml.eos_token_id", u32(t.eos));
+  if (t.unk >= 0) writer_.SetKv("tokenizer.ggml.unknown_token_id", u32(t.unk));
+  writer_.SetKv("tokenizer.ggml.add_bos_token", GgufValue::Bool(t.add_bos && t.bos >= 0));
+  writer_.SetKv("tokenizer.ggml.add_eos_token", GgufValue::Bool(false));
+  if (t.model == "llama") {
+    writer_.SetKv("tokenizer.ggml.add_space_prefix", GgufValue::Bool(t.add_space_prefix));
+  }
+}
+
 absl::StatusOr<const TensorInfo*> Converter::Find(const std::string& name) {
   const TensorInfo* t = file_.Find(name);
   if (t == nullptr) return Error("missing tensor " + name);
@@ -330,6 +397,31 @@ absl::Status Converter::AddNorm(const std::string& hf, const std::string& gguf) 
   entry.source_name = hf;
   entry.type = GgmlType::kF32;
   entry.dims = {c_.hidden};
+  report_.tensors.push_back(std::move(entry));
+  return absl::OkStatus();
+}
+
+absl::Status Converter::AddBias(const std::string& hf, const std::string& gguf, int64_t rows,
+                                int64_t rope_heads) {
+  absl::StatusOr<const TensorInfo*> t = Find(hf);
+  if (!t.ok()) return t.status();
+  if (!IsFloatDType((*t)->dtype) || (*t)->shape != std::vector<int64_t>{rows}) {
+    return Error(absl::StrCat("tensor ", hf, " is ", DTypeName((*t)->dtype), " ",
+                              ShapeString((*t)->shape), ", expected F32 [", rows, "]"));
+  }
+  absl::StatusOr<std::vector<float>> source = file_.ReadF32(hf);
+  if (!source.ok()) return source.status();
+  // A bias is added to the projection's output rows, so it follows the q/k row permutation.
+  std::vector<float> values(source->size());
+  for (int64_t r = 0; r < rows; ++r) values[r] = (*source)[SourceRow(r, rope_heads, c_.head_dim())];
+  std::string bytes(values.size() * sizeof(float), '\0');
+  EncodeFloatRow(GgmlType::kF32, values.data(), rows, reinterpret_cast<uint8_t*>(&bytes[0]));
+  QAT_RETURN_IF_ERROR(writer_.AddTensor(gguf, GgmlType::kF32, {rows}, std::move(bytes)));
+  GgufTensorReport entry;
+  entry.gguf_name = gguf;
+  entry.source_name = hf;
+  entry.type = GgmlType::kF32;
+  entry.dims = {rows};
   report_.tensors.push_back(std::move(entry));
   return absl::OkStatus();
 }
@@ -497,6 +589,13 @@ absl::Status Converter::Run(const std::string& name) {
       QAT_RETURN_IF_ERROR(packed_.count(hf_name) > 0
                               ? AddTernary(hf_name, gguf_name, out, in, rope_heads)
                               : AddDense(hf_name, gguf_name, out, in, rope_heads));
+      // Optional bias (Qwen2's q/k/v): packed NAME.bias ("...q_proj.weight.bias", runtime.h)
+      // -> "blk.N.attn_q.bias"; llama.cpp's llama architecture loads these when present.
+      const std::string hf_bias = hf_name + ".bias";
+      if (file_.Find(hf_bias) != nullptr) {
+        QAT_RETURN_IF_ERROR(
+            AddBias(hf_bias, gguf_name.substr(0, gguf_name.size() - 6) + "bias", out, rope_heads));
+      }
     }
     QAT_RETURN_IF_ERROR(AddNorm(hf + "post_attention_layernorm.weight", gguf + "ffn_norm.weight"));
   }

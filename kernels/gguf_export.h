@@ -15,7 +15,13 @@
 // a ternary weight whose row length is not a multiple of 256 falls back to dense_type (F16 unless
 // asked otherwise) and the report says so. Linear weights stored in F32 become dense_type. A
 // Q8_0 tensor whose row length is not a multiple of 32 falls back to F16 (also reported).
+// Packed versions 1 and 2 are read; linears must be F32 or ternary2 (other packed formats are an
+// error). "qat.act.NAME" = "int8" keys are accepted and dropped: llama.cpp quantizes the
+// activations of TQ1_0/TQ2_0 products to 8 bits itself (per 256-weight block, not per token).
 // With tied embeddings no output.weight is written: llama.cpp then uses token_embd for the output.
+// Optional biases NAME.bias F32 [out] of a linear NAME (runtime.h; e.g.
+// model.layers.N.self_attn.q_proj.weight.bias, Qwen2 has q/k/v) become
+// blk.N.attn_{q,k,v,output}.bias F32, q/k rows permuted like their weights.
 //
 // RoPE: qat (like Hugging Face) rotates the pairs (x_i, x_{i+hd/2}) of each head ("rotate half"),
 // while llama.cpp's "llama" architecture rotates adjacent pairs (x_{2i}, x_{2i+1}) with the same
@@ -47,6 +53,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -55,11 +62,36 @@
 
 namespace qat::kernels {
 
+// Another tokenizer than qat's byte tokenizer, as llama.cpp reads it (tokenizer.ggml.*):
+//   model "gpt2" (byte-level BPE, Hugging Face tokenizer.json): tokens are the vocabulary strings
+//     as they are (bytes mapped to printable characters, GPT-2's byte-to-unicode map), merges are
+//     "left right" in rank order, pre names the pre-tokenizer regex ("gpt-2", "llama-bpe",
+//     "qwen2"); token types: NORMAL (1), CONTROL (3) for special added tokens, USER_DEFINED (4)
+//     for other added tokens.
+//   model "llama" (SentencePiece): tokens are the pieces with their scores; types NORMAL (1),
+//     UNKNOWN (2), CONTROL (3), USER_DEFINED (4), UNUSED (5), BYTE (6).
+// Ids past the end of `tokens` up to the model's vocab_size (padded embeddings) are written as
+// "[PAD<id>]" of type UNUSED; more tokens than vocab_size is an error.
+struct GgufTokenizer {
+  std::string model;  // "gpt2" or "llama"
+  std::string pre;    // gpt2 only
+  std::vector<std::string> tokens;
+  std::vector<int32_t> token_types;  // one per token
+  std::vector<float> scores;         // llama: one per token; gpt2: empty
+  std::vector<std::string> merges;   // gpt2 only
+  int64_t bos = -1, eos = -1, unk = -1;
+  bool add_bos = false;
+  bool add_space_prefix = false;  // llama: SentencePiece's add_dummy_prefix
+};
+
 struct GgufExportOptions {
   GgmlType ternary_type = GgmlType::kTQ2_0;  // kTQ2_0 or kTQ1_0
   // Embeddings, output, full-precision linears and ternary fallbacks: kF16, kQ8_0 or kF32.
   GgmlType dense_type = GgmlType::kF16;
   std::string name;  // general.name; empty: the packed file's name without directory and extension
+  // Set: the vocabulary to describe (its bos/eos win over the packed file's qat.bos_id/eos_id).
+  // Unset: the packed file must use the byte tokenizer ("qat.tokenizer" = "byte").
+  std::optional<GgufTokenizer> tokenizer;
 };
 
 struct GgufTensorReport {

@@ -1,4 +1,5 @@
-// A small, strict JSON (RFC 8259) value type, parser and writer, internal to kernels/.
+// A small, strict JSON (RFC 8259) value type, parser and writer: kernels/ (safetensors headers),
+// data/ (tokenizer.json) and trainer/ (Hugging Face config.json) share it.
 //
 // Strict means: no comments, no trailing commas, no NaN/Infinity, no leading zeros, no unescaped
 // control characters, strings must be valid UTF-8 (no overlong forms, no encoded surrogates, no

@@ -245,6 +245,8 @@ bool CpuHasAvx512Vnni() {
 namespace {
 
 using dispatch::ForRows;
+using dispatch::HandledWithoutKernel;
+using dispatch::PaddedActivations;
 using dispatch::RowGrain;
 using dispatch::ScalesUsable;
 using dispatch::Usable;
@@ -293,37 +295,18 @@ void DecodedGemm(int64_t rows, int64_t cols, const float* x, int64_t m, float* y
 }  // namespace
 
 void Ternary3Gemv(const Ternary3View& w, const float* x, float* y, Isa isa, ThreadPool* pool) {
-  if (w.rows <= 0) return;
-  if (w.cols <= 0) return std::fill(y, y + w.rows, 0.0f);
-  if (!ScalesUsable(w) || w.data == nullptr) return FillNaN(y, w.rows);
-  const int64_t padded_cols = Ternary3RowBytes(w.cols) / kTernary3BlockBytes * kTernary3Block;
-  // Reused across calls on the calling thread: a decode loop calls this per linear layer.
-  thread_local std::vector<float> x_padded;
-  x_padded.resize(padded_cols);
-  std::copy(x, x + w.cols, x_padded.begin());
-  std::fill(x_padded.begin() + w.cols, x_padded.end(), 0.0f);
-  void (*rows_fn)(const Ternary3View&, const float*, float*, int64_t, int64_t);
-  switch (Usable(isa)) {
-    case Isa::kAvx512:
-      rows_fn = avx512::Ternary3GemvRows;
-      break;
-    case Isa::kAvx2:
-      rows_fn = avx2::Ternary3GemvRows;
-      break;
-    default:
-      rows_fn = scalar::Ternary3GemvRows;
-  }
-  const float* xp = x_padded.data();
+  if (HandledWithoutKernel(w.rows, w.cols, 1, ScalesUsable(w) && w.data != nullptr, y)) return;
+  const auto rows_fn = QAT_KERNEL_FOR_ISA(isa, Ternary3GemvRows);
+  const float* xp =
+      PaddedActivations(x, w.cols, Ternary3RowBytes(w.cols) / kTernary3BlockBytes * kTernary3Block);
   ForRows(pool, w.rows, RowGrain(kFloatUnitWork, w.cols, 4),
           [&](int64_t begin, int64_t end) { rows_fn(w, xp, y, begin, end); });
 }
 
 void Ternary3Gemm(const Ternary3View& w, const float* x, int64_t m, float* y, Isa isa,
                   ThreadPool* pool) {
-  if (w.rows <= 0 || m <= 0) return;
-  if (w.cols <= 0) return std::fill(y, y + m * w.rows, 0.0f);
   if (m == 1) return Ternary3Gemv(w, x, y, isa, pool);  // the GEMV kernel is faster for one row
-  if (!ScalesUsable(w) || w.data == nullptr) return FillNaN(y, m * w.rows);
+  if (HandledWithoutKernel(w.rows, w.cols, m, ScalesUsable(w) && w.data != nullptr, y)) return;
   const Isa use = Usable(isa);
   if (use == Isa::kScalar) {
     return ForRows(
@@ -342,29 +325,15 @@ void Ternary3Gemm(const Ternary3View& w, const float* x, int64_t m, float* y, Is
 }
 
 void IntKGemv(const IntKView& w, const float* x, float* y, Isa isa, ThreadPool* pool) {
-  if (w.rows <= 0) return;
-  if (w.cols <= 0) return std::fill(y, y + w.rows, 0.0f);
-  if (!IntKUsable(w)) return FillNaN(y, w.rows);
-  void (*rows_fn)(const IntKView&, const float*, float*, int64_t, int64_t);
-  switch (Usable(isa)) {
-    case Isa::kAvx512:
-      rows_fn = avx512::IntKGemvRows;
-      break;
-    case Isa::kAvx2:
-      rows_fn = avx2::IntKGemvRows;
-      break;
-    default:
-      rows_fn = scalar::IntKGemvRows;
-  }
+  if (HandledWithoutKernel(w.rows, w.cols, 1, IntKUsable(w), y)) return;
+  const auto rows_fn = QAT_KERNEL_FOR_ISA(isa, IntKGemvRows);
   ForRows(pool, w.rows, RowGrain(kFloatUnitWork, w.cols, 4),
           [&](int64_t begin, int64_t end) { rows_fn(w, x, y, begin, end); });
 }
 
 void IntKGemm(const IntKView& w, const float* x, int64_t m, float* y, Isa isa, ThreadPool* pool) {
-  if (w.rows <= 0 || m <= 0) return;
-  if (w.cols <= 0) return std::fill(y, y + m * w.rows, 0.0f);
   if (m == 1) return IntKGemv(w, x, y, isa, pool);
-  if (!IntKUsable(w)) return FillNaN(y, m * w.rows);
+  if (HandledWithoutKernel(w.rows, w.cols, m, IntKUsable(w), y)) return;
   const Isa use = Usable(isa);
   if (use == Isa::kScalar) {
     return ForRows(
@@ -381,22 +350,14 @@ void QuantizeActivationsInt8(const float* x, int64_t m, int64_t cols, int8_t* xq
                              Isa isa) {
   if (m <= 0) return;
   if (cols <= 0) return std::fill(xscales, xscales + m, 0.0f);
-  switch (Usable(isa)) {
-    case Isa::kAvx512:
-      return avx512::QuantizeInt8Rows(x, cols, xq, xscales, 0, m);
-    case Isa::kAvx2:
-      return avx2::QuantizeInt8Rows(x, cols, xq, xscales, 0, m);
-    default:
-      return scalar::QuantizeInt8Rows(x, cols, xq, xscales, 0, m);
-  }
+  QAT_KERNEL_FOR_ISA(isa, QuantizeInt8Rows)(x, cols, xq, xscales, 0, m);
 }
 
 void TernaryGemmInt8(const TernaryView& w, const int8_t* xq, const float* xscales, int64_t m,
                      float* y, Isa isa, ThreadPool* pool) {
-  if (w.rows <= 0 || m <= 0) return;
-  if (w.cols <= 0) return std::fill(y, y + m * w.rows, 0.0f);
-  if (!ScalesUsable(w) || w.data == nullptr || w.cols > kInt8MaxCols) {
-    return FillNaN(y, m * w.rows);
+  if (HandledWithoutKernel(w.rows, w.cols, m,
+                           ScalesUsable(w) && w.data != nullptr && w.cols <= kInt8MaxCols, y)) {
+    return;
   }
   const Isa use = Usable(isa);
   // AVX-512 without VNNI runs the AVX2 code (every AVX-512 CPU has AVX2).

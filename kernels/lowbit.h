@@ -181,12 +181,4 @@ void TernaryGemvInt8(const TernaryView& w, const int8_t* xq, float xscale, float
 void TernaryGemmInt8(const TernaryView& w, const int8_t* xq, const float* xscales, int64_t m,
                      float* y, Isa isa, ThreadPool* pool);
 
-// ----- Benchmark -----
-
-// Times GEMV at 4096x4096, 4096x14336 and 14336x4096 (rows x cols) for ternary3, int2, int4 and
-// the int8-activation ternary2 path against DenseGemv (fp32), each on the best Isa with `pool`,
-// rotating weight copies (>= 256 MiB in all per format) so weights stream from memory; prints
-// the median microseconds of `iters` calls, the ratio to fp32 and the weight bytes per second.
-void PrintLowbitBench(ThreadPool& pool, int iters);
-
 }  // namespace qat::kernels

@@ -285,12 +285,24 @@ const uint8_t* SafetensorsFile::Data(const TensorInfo& t) const {
 absl::StatusOr<std::vector<float>> SafetensorsFile::ReadF32(const std::string& name) const {
   const TensorInfo* t = Find(name);
   if (t == nullptr) return absl::NotFoundError(absl::StrCat(path_, ": no tensor \"", name, "\""));
+  std::vector<float> out(static_cast<size_t>(t->numel()));
+  if (absl::Status s = ReadF32Into(name, out.data(), t->numel()); !s.ok()) return s;
+  return out;
+}
+
+absl::Status SafetensorsFile::ReadF32Into(const std::string& name, float* out,
+                                          int64_t count) const {
+  const TensorInfo* t = Find(name);
+  if (t == nullptr) return absl::NotFoundError(absl::StrCat(path_, ": no tensor \"", name, "\""));
   const int64_t n = t->numel();
+  if (count != n) {
+    return absl::InvalidArgumentError(absl::StrCat(path_, ": tensor \"", name, "\" has ", n,
+                                                   " elements, the destination holds ", count));
+  }
   const uint8_t* p = Data(*t);
-  std::vector<float> out(static_cast<size_t>(n));
   switch (t->dtype) {
     case DType::kF32:
-      if (n > 0) std::memcpy(out.data(), p, static_cast<size_t>(n) * sizeof(float));
+      if (n > 0) std::memcpy(out, p, static_cast<size_t>(n) * sizeof(float));
       break;
     case DType::kF16:
       for (int64_t i = 0; i < n; ++i) out[i] = HalfToFloat(LoadU16Le(p + 2 * i));
@@ -310,7 +322,7 @@ absl::StatusOr<std::vector<float>> SafetensorsFile::ReadF32(const std::string& n
           absl::StrCat(path_, ": tensor \"", name, "\" has dtype ", DTypeName(t->dtype),
                        ", expected a floating-point dtype (F32, F16, BF16 or F64)"));
   }
-  return out;
+  return absl::OkStatus();
 }
 
 // ---------------------------------------------------------------------------------------------

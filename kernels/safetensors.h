@@ -53,6 +53,9 @@ class SafetensorsFile {
   const uint8_t* Data(const TensorInfo& t) const;
   // The tensor converted to fp32 (F32, F16, BF16, F64 accepted), or an error naming the tensor.
   absl::StatusOr<std::vector<float>> ReadF32(const std::string& name) const;
+  // The same conversion straight into `out`, which must hold exactly `count` = numel floats
+  // (saves a copy when loading large models).
+  absl::Status ReadF32Into(const std::string& name, float* out, int64_t count) const;
 
  private:
   std::string path_;

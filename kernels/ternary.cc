@@ -183,9 +183,10 @@ const char* IsaName(Isa isa) {
 namespace {
 
 using dispatch::ForRows;
+using dispatch::HandledWithoutKernel;
+using dispatch::PaddedActivations;
 using dispatch::RowGrain;
 using dispatch::ScalesUsable;
-using dispatch::Usable;
 
 constexpr int64_t kTernaryUnitWork = int64_t{1} << 17;  // ~2 us of ternary GEMV
 constexpr int64_t kDenseUnitWork = int64_t{1} << 16;    // 256 KB of fp32 weights
@@ -193,93 +194,35 @@ constexpr int64_t kDenseUnitWork = int64_t{1} << 16;    // 256 KB of fp32 weight
 }  // namespace
 
 void TernaryGemv(const TernaryView& w, const float* x, float* y, Isa isa, ThreadPool* pool) {
-  if (w.rows <= 0) return;
-  if (w.cols <= 0) return std::fill(y, y + w.rows, 0.0f);  // empty sums
-  if (!ScalesUsable(w)) {
-    std::fill(y, y + w.rows, std::numeric_limits<float>::quiet_NaN());
-    return;
-  }
-  const int64_t padded_cols = TernaryRowBytes(w.cols) * 4;
-  // Reused across calls on the calling thread: a decode loop calls this per linear layer.
-  thread_local std::vector<float> x_padded;
-  x_padded.resize(padded_cols);
-  std::copy(x, x + w.cols, x_padded.begin());
-  std::fill(x_padded.begin() + w.cols, x_padded.end(), 0.0f);
-  void (*rows_fn)(const TernaryView&, const float*, float*, int64_t, int64_t);
-  switch (Usable(isa)) {
-    case Isa::kAvx512:
-      rows_fn = avx512::TernaryGemvRows;
-      break;
-    case Isa::kAvx2:
-      rows_fn = avx2::TernaryGemvRows;
-      break;
-    default:
-      rows_fn = scalar::TernaryGemvRows;
-  }
-  const float* xp = x_padded.data();
+  if (HandledWithoutKernel(w.rows, w.cols, 1, ScalesUsable(w), y)) return;
+  const auto rows_fn = QAT_KERNEL_FOR_ISA(isa, TernaryGemvRows);
+  const float* xp = PaddedActivations(x, w.cols, TernaryRowBytes(w.cols) * 4);
   ForRows(pool, w.rows, RowGrain(kTernaryUnitWork, w.cols, 4),
           [&](int64_t begin, int64_t end) { rows_fn(w, xp, y, begin, end); });
 }
 
 void TernaryGemm(const TernaryView& w, const float* x, int64_t m, float* y, Isa isa,
                  ThreadPool* pool) {
-  if (w.rows <= 0 || m <= 0) return;
-  if (w.cols <= 0) return std::fill(y, y + m * w.rows, 0.0f);
   if (m == 1) return TernaryGemv(w, x, y, isa, pool);  // the GEMV kernel is faster for one row
-  if (!ScalesUsable(w)) {
-    std::fill(y, y + m * w.rows, std::numeric_limits<float>::quiet_NaN());
-    return;
-  }
-  void (*rows_fn)(const TernaryView&, const float*, int64_t, float*, int64_t, int64_t);
-  switch (Usable(isa)) {
-    case Isa::kAvx512:
-      rows_fn = avx512::TernaryGemmRows;
-      break;
-    case Isa::kAvx2:
-      rows_fn = avx2::TernaryGemmRows;
-      break;
-    default:
-      rows_fn = scalar::TernaryGemmRows;
-  }
+  if (HandledWithoutKernel(w.rows, w.cols, m, ScalesUsable(w), y)) return;
+  const auto rows_fn = QAT_KERNEL_FOR_ISA(isa, TernaryGemmRows);
   ForRows(pool, w.rows, RowGrain(kDenseUnitWork, w.cols * m, kGemmRowTile),
           [&](int64_t begin, int64_t end) { rows_fn(w, x, m, y, begin, end); });
 }
 
 void DenseGemv(const float* w, int64_t rows, int64_t cols, const float* x, float* y, Isa isa,
                ThreadPool* pool) {
-  if (rows <= 0) return;
-  if (cols <= 0) return std::fill(y, y + rows, 0.0f);
-  void (*rows_fn)(const float*, int64_t, const float*, float*, int64_t, int64_t);
-  switch (Usable(isa)) {
-    case Isa::kAvx512:
-      rows_fn = avx512::DenseGemvRows;
-      break;
-    case Isa::kAvx2:
-      rows_fn = avx2::DenseGemvRows;
-      break;
-    default:
-      rows_fn = scalar::DenseGemvRows;
-  }
+  if (HandledWithoutKernel(rows, cols, 1, true, y)) return;
+  const auto rows_fn = QAT_KERNEL_FOR_ISA(isa, DenseGemvRows);
   ForRows(pool, rows, RowGrain(kDenseUnitWork, cols, 4),
           [&](int64_t begin, int64_t end) { rows_fn(w, cols, x, y, begin, end); });
 }
 
 void DenseGemm(const float* w, int64_t rows, int64_t cols, const float* x, int64_t m, float* y,
                Isa isa, ThreadPool* pool) {
-  if (rows <= 0 || m <= 0) return;
-  if (cols <= 0) return std::fill(y, y + m * rows, 0.0f);
   if (m == 1) return DenseGemv(w, rows, cols, x, y, isa, pool);
-  void (*rows_fn)(const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t, int64_t);
-  switch (Usable(isa)) {
-    case Isa::kAvx512:
-      rows_fn = avx512::DenseGemmRows;
-      break;
-    case Isa::kAvx2:
-      rows_fn = avx2::DenseGemmRows;
-      break;
-    default:
-      rows_fn = scalar::DenseGemmRows;
-  }
+  if (HandledWithoutKernel(rows, cols, m, true, y)) return;
+  const auto rows_fn = QAT_KERNEL_FOR_ISA(isa, DenseGemmRows);
   ForRows(pool, rows, RowGrain(kDenseUnitWork, cols * m, kGemmRowTile),
           [&](int64_t begin, int64_t end) { rows_fn(w, rows, cols, x, m, y, begin, end); });
 }

@@ -14,8 +14,13 @@
 // (2 cores, shared): 4096 x 14336 in ~1.0 ms on one thread (~60 G weights/s), ~7.5x the fp32
 // DenseGemv below (which streams ~31 GB/s).
 //
-// GEMM: a tile of rows is decoded to floats one column chunk at a time (ternary_impl.h) and
-// multiplied by every activation row with a 4 x 6 register tile of dot products.
+// GEMM, up to kGemmSmallBatch (16) activation rows: straight from the packed bytes in passes of 4
+// activation rows (TritDotBatchRows below), each half block decoded once in registers for all 4.
+// Measured single-threaded on the same Zen 5 (thread CPU time, machine loaded), M = 8: 4096 x 14336
+// 6.7 ms against 12.2 ms for the decode-to-floats path, 14336 x 4096 8.7 ms against 12.5 ms.
+// Larger batches: a tile of rows is decoded to floats one column chunk at a time
+// (ternary_impl.h) and multiplied by every activation row with a 4 x 6 register tile of dot
+// products, which amortizes the decoding over many rows.
 
 // GCC 12's AVX-512 intrinsics build "undefined" vectors from self-initialized variables, which
 // trips -Wuninitialized once they are inlined (GCC bug 105593): the warning is about the header.
@@ -37,6 +42,9 @@ namespace {
 constexpr int64_t kLanes = 16;
 constexpr int kGemvRows = 4;             // rows per GEMV group
 constexpr int64_t kPrefetchBlocks = 16;  // how far ahead each row is prefetched
+// Activation rows per pass of the small-batch GEMM: 2 rows x 4 activation rows keep 8
+// accumulators and 8 trit vectors in registers (8 activation rows spill and run slower).
+constexpr int64_t kBatchRows = 4;
 
 // Table lookups from the low 4 bits of a lane (two codes: lo = bits [1:0], hi = bits [3:2]) to
 // the trit of lo, or of hi. Code 3 (invalid) maps to 0, as in UnpackTernary.
@@ -89,6 +97,84 @@ void TritDotRows(const uint8_t* row0, int64_t row_bytes, int64_t blocks, const f
   for (int r = 0; r < kRows; ++r) {
     out[r] = _mm512_reduce_add_ps(
         _mm512_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]), _mm512_add_ps(acc[r][2], acc[r][3])));
+  }
+}
+
+// Small batches (kBatchRows activation rows at a time) straight from the packed bytes: each half
+// block is decoded once into registers and used for every activation row, so nothing decoded is
+// stored and reloaded. Rows are taken in tiles of kGemmRowTile and columns in chunks of
+// kGemmColumnChunk, so the chunk of x (4 rows x 4 KiB) stays in L1 while the tile's rows stream
+// past it; each output keeps one 16-lane accumulator, saved in `partial` between chunks, and is
+// reduced in a fixed lane order at the end: its value does not depend on the row split.
+
+// partial[r][i] (16 lanes) += t[r][blocks b0..b1) * x[i][same columns] for kRows packed rows.
+// A partial last block reads x with masked loads (padding trits are 0 and masked x is 0).
+template <int kRows, int kM>
+void TritDotBatchChunk(const uint8_t* row0, int64_t row_bytes, int64_t cols, int64_t b0, int64_t b1,
+                       const float* x, int64_t x_stride, float* partial) {
+  const __m512 lo = TritTableLo(), hi = TritTableHi();
+  __m512 acc[kRows][kM];
+  for (int r = 0; r < kRows; ++r) {
+    for (int i = 0; i < kM; ++i) acc[r][i] = _mm512_load_ps(partial + (r * kM + i) * kLanes);
+  }
+  for (int64_t b = b0; b < b1; ++b) {
+    const uint8_t* block = row0 + b * kTernaryBlockBytes;
+    for (int r = 0; r < kRows; ++r) {
+      _mm_prefetch(reinterpret_cast<const char*>(block + r * row_bytes +
+                                                 kPrefetchBlocks * kTernaryBlockBytes),
+                   _MM_HINT_T0);
+    }
+    const bool full = (b + 1) * kTernaryBlock <= cols;
+    for (int h = 0; h < 2; ++h) {
+      __m512 trits[kRows][4];
+      for (int r = 0; r < kRows; ++r) DecodeHalf(block + r * row_bytes + 16 * h, lo, hi, trits[r]);
+      for (int j = 0; j < 4; ++j) {
+        const int64_t col = b * kTernaryBlock + 32 * j + 16 * h;
+        const int64_t left = std::max<int64_t>(0, std::min<int64_t>(kLanes, cols - col));
+        const __mmask16 mask = static_cast<__mmask16>((1u << left) - 1);
+        for (int i = 0; i < kM; ++i) {
+          const float* xi = x + i * x_stride + col;
+          const __m512 xv = full ? _mm512_loadu_ps(xi) : _mm512_maskz_loadu_ps(mask, xi);
+          for (int r = 0; r < kRows; ++r) acc[r][i] = _mm512_fmadd_ps(trits[r][j], xv, acc[r][i]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < kRows; ++r) {
+    for (int i = 0; i < kM; ++i) _mm512_store_ps(partial + (r * kM + i) * kLanes, acc[r][i]);
+  }
+}
+
+// Y rows [row_begin, row_end) for activation rows i0..i0+kM-1.
+template <int kM>
+void TritDotBatchRows(const TernaryView& w, const float* x, int64_t i0, float* y, int64_t row_begin,
+                      int64_t row_end) {
+  const int64_t row_bytes = TernaryRowBytes(w.cols);
+  const int64_t blocks = row_bytes / kTernaryBlockBytes;
+  constexpr int64_t kChunkBlocks = kGemmColumnChunk / kTernaryBlock;
+  alignas(64) float partial[kGemmRowTile * kM * kLanes];
+  const float* xs = x + i0 * w.cols;
+  for (int64_t t0 = row_begin; t0 < row_end; t0 += kGemmRowTile) {
+    const int64_t t1 = std::min(row_end, t0 + kGemmRowTile);
+    for (float& p : partial) p = 0.0f;
+    for (int64_t b0 = 0; b0 < blocks; b0 += kChunkBlocks) {
+      const int64_t b1 = std::min(blocks, b0 + kChunkBlocks);
+      for (int64_t r = t0; r < t1; r += 2) {
+        const uint8_t* rows = w.data + r * row_bytes;
+        float* p = partial + (r - t0) * kM * kLanes;
+        if (t1 - r >= 2) {
+          TritDotBatchChunk<2, kM>(rows, row_bytes, w.cols, b0, b1, xs, w.cols, p);
+        } else {
+          TritDotBatchChunk<1, kM>(rows, row_bytes, w.cols, b0, b1, xs, w.cols, p);
+        }
+      }
+    }
+    for (int64_t r = t0; r < t1; ++r) {
+      for (int i = 0; i < kM; ++i) {
+        const __m512 v = _mm512_load_ps(partial + ((r - t0) * kM + i) * kLanes);
+        y[(i0 + i) * w.rows + r] = TernaryRowScale(w, r) * _mm512_reduce_add_ps(v);
+      }
+    }
   }
 }
 
@@ -239,6 +325,24 @@ void TernaryGemvRows(const TernaryView& w, const float* x_padded, float* y, int6
 
 void TernaryGemmRows(const TernaryView& w, const float* x, int64_t m, float* y, int64_t row_begin,
                      int64_t row_end) {
+  if (m <= kGemmSmallBatch) {  // passes of kBatchRows activation rows, decoding in registers
+    for (int64_t i0 = 0; i0 < m; i0 += kBatchRows) {
+      switch (std::min<int64_t>(kBatchRows, m - i0)) {
+        case 1:
+          TritDotBatchRows<1>(w, x, i0, y, row_begin, row_end);
+          break;
+        case 2:
+          TritDotBatchRows<2>(w, x, i0, y, row_begin, row_end);
+          break;
+        case 3:
+          TritDotBatchRows<3>(w, x, i0, y, row_begin, row_end);
+          break;
+        default:
+          TritDotBatchRows<4>(w, x, i0, y, row_begin, row_end);
+      }
+    }
+    return;
+  }
   const int64_t row_bytes = TernaryRowBytes(w.cols);
   // A plain array, not std::vector: a library template instantiated in this AVX file could be
   // picked by the linker for generic code and crash on CPUs without the instruction set.

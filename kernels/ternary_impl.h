@@ -16,6 +16,10 @@ namespace qat::kernels {
 // time, and each output is the in-order sum of its per-chunk dot products. Fixed, so the
 // summation order of an output does not depend on the row split. A multiple of kTernaryBlock.
 inline constexpr int64_t kGemmColumnChunk = 1024;
+// Activation row counts up to this run the AVX-512 ternary GEMM straight from the packed bytes
+// (passes of 4 rows, trits decoded in registers); larger ones decode tiles to floats and reuse the
+// dense tile kernel, which amortizes decoding over many rows.
+inline constexpr int64_t kGemmSmallBatch = 16;
 // Rows decoded together by the ternary GEMM (so a tile is reused by every activation row while
 // it sits in cache); the dispatcher uses it as the row grain.
 inline constexpr int64_t kGemmRowTile = 32;

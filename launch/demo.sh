@@ -3,7 +3,7 @@
 # full-precision teacher, a ternary student distilled from it (both with mpirun), packed export,
 # evaluation of all four (libtorch checkpoints and packed exports on qat kernels), and a table.
 #   --fresh          start over (removes runs/demo); otherwise finished stages are reused
-#   QAT_DEMO_RANKS=N ranks for training (default 1)
+#   QAT_DEMO_RANKS=N ranks for training (default 2: data-parallel, ddp)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "${1:-}" = "--fresh" ] && rm -rf runs/demo
@@ -11,7 +11,7 @@ start=$(date +%s)
 
 launch/setup.sh
 qat=${QAT_BUILD_DIR:-build}/trainer/qat
-ranks=${QAT_DEMO_RANKS:-1}
+ranks=${QAT_DEMO_RANKS:-2}
 export QAT_BIN=$qat  # launch/qat-run wraps mpirun (root, oversubscription, threads per rank)
 out=runs/demo
 mkdir -p "$out"

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 # libopenblas0-openmp: Debian's libtorch calls the system BLAS, which is the slow reference one
 # unless an optimised one is installed (about 10x on the demo's matmuls).
 packages=(build-essential cmake ccache libtorch-dev libopenblas0-openmp libopenmpi-dev openmpi-bin
-          libyaml-cpp-dev libabsl-dev libgtest-dev fortunes)
+          libyaml-cpp-dev libabsl-dev libgtest-dev libsentencepiece-dev fortunes)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

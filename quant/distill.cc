@@ -12,8 +12,8 @@ torch::Tensor AtLeastFloat(const torch::Tensor& x) {
 }
 }  // namespace
 
-torch::Tensor KlDistillLoss(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits,
-                            double temperature) {
+torch::Tensor KlDistillLoss(const torch::Tensor& student_logits,
+                            const torch::Tensor& teacher_logits, double temperature) {
   const int64_t vocab = student_logits.size(-1);
   torch::Tensor s = AtLeastFloat(student_logits.reshape({-1, vocab})) / temperature;
   torch::Tensor t = AtLeastFloat(teacher_logits.reshape({-1, vocab})).detach() / temperature;
@@ -21,6 +21,19 @@ torch::Tensor KlDistillLoss(const torch::Tensor& student_logits, const torch::Te
   torch::Tensor log_p_student = torch::log_softmax(s, -1);
   torch::Tensor kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1);
   return kl.mean() * (temperature * temperature);
+}
+
+torch::Tensor HiddenStateMse(const std::vector<torch::Tensor>& student,
+                             const std::vector<torch::Tensor>& teacher) {
+  TORCH_CHECK(!student.empty() && student.size() == teacher.size(),
+              "hidden-state distillation needs one teacher tensor per student block");
+  torch::Tensor total;
+  for (size_t l = 0; l < student.size(); ++l) {
+    torch::Tensor d = AtLeastFloat(student[l]) - AtLeastFloat(teacher[l]).detach();
+    torch::Tensor mse = d.pow(2).mean();
+    total = total.defined() ? total + mse : mse;
+  }
+  return total / double(student.size());
 }
 
 torch::Tensor CrossEntropyLoss(const torch::Tensor& logits, const torch::Tensor& targets) {

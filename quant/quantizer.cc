@@ -2,52 +2,279 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
 
 namespace qat::quant {
 namespace {
-constexpr double kMinScale = 1e-5;  // keeps an all-zero tensor from dividing by zero
+
+constexpr double kMinMeanScale = 1e-5;   // absmean floor (BitNet): an all-zero group stays finite
+constexpr double kMinAbsmax = 1e-8;      // absmax floor of symmetric int k
+constexpr double kMinAlpha = 1e-5;       // learned scales are used as max(alpha, 1e-5) (ParetoQ)
+constexpr double kSeqClip = 0.99;        // SEQ's clamp of W/alpha (ParetoQ's 1 - 1e-2)
+constexpr double kConstantGroup = 1e-6;  // asymmetric: relative range below which a group is flat
+
+// Quantizers compute in fp64 for fp64 weights (the gradient checks) and in fp32 otherwise.
+torch::ScalarType ComputeType(const torch::Tensor& w) {
+  return w.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
+}
+
+// How a weight [out, in] is cut into scale groups: viewed as [out, C, G], scales are [R, C, 1].
+struct Layout {
+  int64_t out = 0, in = 0, R = 1, C = 1, G = 0;
+};
+
+Layout LayoutOf(const QuantSpec& spec, const torch::Tensor& w) {
+  TORCH_CHECK(w.dim() == 2, "fake quantizers take 2-D weights, got ", w.sizes());
+  Layout l;
+  l.out = w.size(0);
+  l.in = w.size(1);
+  l.R = spec.granularity == Granularity::kPerTensor ? 1 : l.out;
+  l.G = spec.granularity == Granularity::kPerGroup ? spec.group_size : l.in;
+  TORCH_CHECK(l.in % l.G == 0, "group size ", l.G, " does not divide ", l.in);
+  l.C = l.in / l.G;
+  return l;
+}
+
+// Mean / max / min over each scale group of x [out, C, G] -> [R, C, 1].
+torch::Tensor GroupMean(const torch::Tensor& x, const Layout& l) {
+  return l.R == 1 ? x.mean().reshape({1, 1, 1}) : x.mean(/*dim=*/{2}, /*keepdim=*/true);
+}
+torch::Tensor GroupMax(const torch::Tensor& x, const Layout& l) {
+  return l.R == 1 ? x.max().reshape({1, 1, 1}) : std::get<0>(x.max(/*dim=*/2, /*keepdim=*/true));
+}
+torch::Tensor GroupMin(const torch::Tensor& x, const Layout& l) {
+  return l.R == 1 ? x.min().reshape({1, 1, 1}) : std::get<0>(x.min(/*dim=*/2, /*keepdim=*/true));
+}
+
+// t / d as an elementwise division of two tensors: libtorch's CUDA kernels turn a division by a
+// scalar into a multiplication by its reciprocal, which would make GPU training and CPU export
+// disagree in the last bit.
+torch::Tensor Div(const torch::Tensor& t, double d) { return t / torch::full_like(t, d); }
+
+// LSQ's Qp: the largest positive integer level of int k (1 for ternary and binary).
+double PositiveLevels(const QuantSpec& spec) {
+  return spec.method == Method::kInt ? std::max(1.0, std::ldexp(1.0, spec.bits - 1) - 1.0) : 1.0;
+}
+
+// SEQ's constants: v -> r = round(clamp(v, -c, c) n - h), level (r + h)/n, code r + o.
+struct SeqConstants {
+  double n, h, o;
+};
+SeqConstants Seq(const QuantSpec& spec) {
+  if (spec.method == Method::kTernary) return {1.5, 0.0, 1.0};
+  const double n = std::ldexp(1.0, spec.bits - 1);
+  return {n, 0.5, n};
+}
+
 }  // namespace
 
-TernaryParts TernaryQuantizer::Decompose(const torch::Tensor& w) const {
+torch::Tensor QuantParts::Dequantize() const {
+  const int64_t out = codes.size(0), in = codes.size(1), C = scale.size(1);
+  torch::Tensor u = codes.reshape({out, C, in / C}).to(scale.scalar_type());
+  return (scale.unsqueeze(-1) * (u - zero.unsqueeze(-1))).reshape({out, in});
+}
+
+absl::Status WeightQuantizer::CheckShape(const std::string& weight_name, const std::string& key,
+                                         int64_t out, int64_t in) const {
+  if (out < 1 || in < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(weight_name, ": cannot quantize an empty weight [", out, ", ", in, "]"));
+  }
+  if (spec_.granularity == Granularity::kPerGroup && in % spec_.group_size != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(key, " = ", spec_.group_size,
+                                                   " does not divide the input size ", in, " of ",
+                                                   weight_name, " [", out, ", ", in, "]"));
+  }
+  return absl::OkStatus();
+}
+
+std::vector<int64_t> WeightQuantizer::ScaleShape(int64_t out, int64_t in) const {
+  if (!spec_.learnable()) return {};
+  switch (spec_.granularity) {
+    case Granularity::kPerTensor:
+      return {1};
+    case Granularity::kPerChannel:
+      return {out};
+    case Granularity::kPerGroup:
+      return {out * (in / spec_.group_size)};
+  }
+  return {};
+}
+
+torch::Tensor WeightQuantizer::InitScale(const torch::Tensor& w) const {
+  if (!spec_.learnable()) return {};
   torch::NoGradGuard no_grad;
-  const torch::Tensor w32 = w.detach().to(torch::kFloat32);
-  torch::Tensor scale;
-  if (granularity_ == Granularity::kPerTensor || w32.dim() < 2) {
-    scale = w32.abs().mean().clamp_min(kMinScale).reshape({1});
+  const Layout l = LayoutOf(spec_, w);
+  torch::Tensor a = w.detach().to(ComputeType(w)).reshape({l.out, l.C, l.G}).abs();
+  torch::Tensor alpha;
+  if (spec_.scale == ScaleMode::kSeq) {
+    alpha = GroupMax(a, l);  // ParetoQ: max |W| for ternary and 2-bit
+  } else if (spec_.method == Method::kBinary) {
+    alpha = GroupMean(a, l);  // ParetoQ: mean |W| for 1-bit
   } else {
-    scale = w32.abs().mean(/*dim=*/{1}, /*keepdim=*/true).clamp_min(kMinScale);
+    alpha = GroupMean(a, l) * (2.0 / std::sqrt(PositiveLevels(spec_)));  // LSQ: 2<|w|>/sqrt(Qp)
   }
-  torch::Tensor trits = torch::clamp(torch::round(w32 / scale), -1, 1).to(torch::kInt8);
-  return {trits, scale};
+  return alpha.reshape(ScaleShape(l.out, l.in)).to(w.scalar_type());
 }
 
-torch::Tensor TernaryQuantizer::FakeQuant(const torch::Tensor& w) const {
-  TernaryParts parts = Decompose(w);
-  torch::Tensor wq = (parts.trits.to(w.scalar_type()) * parts.scale.to(w.scalar_type()));
-  // Straight-through estimator: the value of wq, the gradient of the identity.
-  return w + (wq - w).detach();
-}
+namespace {
 
-std::string TernaryQuantizer::name() const {
-  return granularity_ == Granularity::kPerTensor ? "ternary/per_tensor" : "ternary/per_channel";
-}
+// The quantizer's grid point of every weight, in float: Wq = scale * (codes - zero).
+struct Grid {
+  Layout l;
+  torch::Tensor codes;        // [out, C, G], integer values in the compute type (or bool)
+  torch::Tensor scale;        // [R, C, 1]
+  torch::Tensor zero_tensor;  // [R, C, 1] for the asymmetric quantizer, else undefined
+  double zero = 0.0;          // the zero point of every other quantizer
+  int levels = 0;
+};
 
-absl::StatusOr<std::shared_ptr<WeightQuantizer>> MakeWeightQuantizer(
-    const std::string& method, const std::string& granularity) {
-  if (method == "none") return std::shared_ptr<WeightQuantizer>();
-  Granularity g;
-  if (granularity == "per_tensor") {
-    g = Granularity::kPerTensor;
-  } else if (granularity == "per_channel") {
-    g = Granularity::kPerChannel;
+Grid Quantize(const QuantSpec& spec, const torch::Tensor& w, const torch::Tensor& alpha) {
+  torch::NoGradGuard no_grad;
+  const Layout l = LayoutOf(spec, w);
+  const torch::ScalarType ct = ComputeType(w);
+  const torch::Tensor w3 = w.detach().to(ct).reshape({l.out, l.C, l.G});
+  Grid p;
+  p.l = l;
+  torch::Tensor codes, scale;
+  double zero = 0.0;
+  torch::Tensor zero_tensor;
+  if (spec.learnable()) {
+    TORCH_CHECK(alpha.defined() && alpha.numel() == l.R * l.C, "quantizer ", spec.Name(),
+                " needs a learned scale of ", l.R * l.C, " values");
+    torch::Tensor a = alpha.detach().to(ct).reshape({l.R, l.C, 1}).clamp_min(kMinAlpha);
+    torch::Tensor v = w3 / a;
+    if (spec.method == Method::kBinary) {
+      codes = w3.ge(0);
+      scale = a * 2.0;
+      zero = 0.5;
+      p.levels = 2;
+    } else if (spec.scale == ScaleMode::kLsq) {
+      const double qn = -std::ldexp(1.0, spec.bits - 1), qp = -qn - 1.0;
+      codes = torch::clamp(torch::round(v), qn, qp) - qn;
+      scale = a;
+      zero = -qn;
+      p.levels = 1 << spec.bits;
+    } else {
+      const SeqConstants s = Seq(spec);
+      codes = torch::round(torch::clamp(v, -kSeqClip, kSeqClip) * s.n - s.h) + s.o;
+      scale = a * (1.0 / s.n);  // the float of 1/n: exact for int k, 2/3 rounded for ternary
+      zero = s.o - s.h;
+      p.levels = spec.method == Method::kTernary ? 3 : 1 << spec.bits;
+    }
+  } else if (spec.method == Method::kTernary) {
+    scale = GroupMean(w3.abs(), l).clamp_min(kMinMeanScale);
+    codes = torch::clamp(torch::round(w3 / scale), -1, 1) + 1;
+    zero = 1.0;
+    p.levels = 3;
+  } else if (spec.method == Method::kBinary) {
+    codes = w3.ge(0);
+    scale = GroupMean(w3.abs(), l).clamp_min(kMinMeanScale) * 2.0;
+    zero = 0.5;
+    p.levels = 2;
+  } else if (spec.symmetric) {
+    const double half = std::ldexp(1.0, spec.bits - 1);
+    scale = Div(GroupMax(w3.abs(), l).clamp_min(kMinAbsmax), half - 0.5);
+    codes = torch::clamp(torch::round(w3 / scale), -half, half - 1.0) + half;
+    zero = half;
+    p.levels = 1 << spec.bits;
   } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "quant.granularity: unknown value '", granularity, "' (expected per_tensor or per_channel)"));
+    const double top = std::ldexp(1.0, spec.bits) - 1.0;
+    torch::Tensor lo = GroupMin(w3, l), hi = GroupMax(w3, l);
+    torch::Tensor flat = (hi - lo).le(torch::maximum(lo.abs(), hi.abs()) * kConstantGroup);
+    scale = torch::where(flat, torch::ones_like(lo), Div(hi - lo, top));
+    zero_tensor = torch::where(flat, -lo, -lo / scale);
+    codes = torch::where(flat, torch::zeros_like(w3),
+                         torch::clamp(torch::round((w3 - lo) / scale), 0.0, top));
+    p.levels = 1 << spec.bits;
   }
-  if (method == "ternary") return std::shared_ptr<WeightQuantizer>(new TernaryQuantizer(g));
-  return absl::InvalidArgumentError(
-      absl::StrCat("quant.method: unknown value '", method, "' (expected none or ternary)"));
+  p.codes = codes;
+  p.scale = scale;
+  p.zero_tensor = zero_tensor;
+  p.zero = zero;
+  return p;
+}
+
+}  // namespace
+
+QuantParts WeightQuantizer::Decompose(const torch::Tensor& w, const torch::Tensor& alpha) const {
+  const Grid g = Quantize(spec_, w, alpha);
+  QuantParts p;
+  p.levels = g.levels;
+  p.codes = g.codes.to(torch::kUInt8).reshape({g.l.out, g.l.in});
+  p.scale = g.scale.reshape({g.scale.size(0), g.l.C}).contiguous();
+  p.zero = g.zero_tensor.defined() ? g.zero_tensor.reshape({g.scale.size(0), g.l.C}).contiguous()
+                                   : torch::full_like(p.scale, g.zero);
+  return p;
+}
+
+torch::Tensor WeightQuantizer::FakeQuant(const torch::Tensor& w, const torch::Tensor& alpha) const {
+  torch::Tensor exact;
+  {
+    // The same float operations as QuantParts::Dequantize, without the uint8 round trip.
+    torch::NoGradGuard no_grad;
+    const Grid g = Quantize(spec_, w, alpha);
+    const torch::Tensor u = g.codes.to(g.scale.scalar_type());
+    exact = (g.zero_tensor.defined() ? g.scale * (u - g.zero_tensor) : g.scale * (u - g.zero))
+                .reshape({g.l.out, g.l.in})
+                .to(w.scalar_type());
+  }
+  // Straight-through: the value of `exact`, the gradient of the identity (w - w.detach() is 0).
+  if (!spec_.learnable()) return exact + (w - w.detach());
+
+  const Layout l = LayoutOf(spec_, w);
+  const torch::ScalarType ct = ComputeType(w);
+  torch::Tensor a_live = alpha.reshape({l.R, l.C, 1}).to(ct).clamp_min(kMinAlpha);
+  torch::Tensor inside, dalpha;  // dWq/dW and dWq/da per weight, [out, C, G], no gradient
+  {
+    torch::NoGradGuard no_grad;
+    const torch::Tensor v = w.detach().to(ct).reshape({l.out, l.C, l.G}) / a_live.detach();
+    if (spec_.method == Method::kBinary) {
+      inside = v.abs().le(1.0);
+      dalpha = torch::where(v.ge(0), torch::ones_like(v), -torch::ones_like(v));
+    } else if (spec_.scale == ScaleMode::kLsq) {
+      const double qn = -std::ldexp(1.0, spec_.bits - 1), qp = -qn - 1.0;
+      inside = v.ge(qn).logical_and(v.le(qp));
+      dalpha = torch::round(torch::clamp(v, qn, qp)) - v * inside;
+    } else {
+      const SeqConstants s = Seq(spec_);
+      inside = v.abs().le(kSeqClip);
+      const torch::Tensor level =
+          (torch::round(torch::clamp(v, -kSeqClip, kSeqClip) * s.n - s.h) + s.h) / s.n;
+      dalpha = level - v * inside;
+    }
+    dalpha = dalpha * (1.0 / std::sqrt(double(w.numel()) * PositiveLevels(spec_)));
+  }
+  torch::Tensor w_term = (w - w.detach()) * inside.reshape({l.out, l.in}).to(w.scalar_type());
+  torch::Tensor a_term = ((a_live - a_live.detach()) * dalpha).reshape({l.out, l.in});
+  return exact + w_term + a_term.to(w.scalar_type());
+}
+
+absl::StatusOr<std::shared_ptr<WeightQuantizer>> MakeWeightQuantizer(const QuantWords& words) {
+  if (words.method == "none") return std::shared_ptr<WeightQuantizer>();
+  absl::StatusOr<QuantSpec> spec = MakeQuantSpec(words, "quant.");
+  if (!spec.ok()) return spec.status();
+  return std::make_shared<WeightQuantizer>(*spec);
+}
+
+torch::Tensor FakeQuantActivationsInt8(const torch::Tensor& x) {
+  torch::Tensor xq;
+  {
+    torch::NoGradGuard no_grad;
+    const bool half = x.scalar_type() == torch::kBFloat16 || x.scalar_type() == torch::kHalf;
+    torch::Tensor xf = half ? x.detach().to(torch::kFloat32) : x.detach();
+    torch::Tensor absmax = xf.abs().amax(/*dim=*/{-1}, /*keepdim=*/true);
+    torch::Tensor zero_row = absmax.eq(0);
+    // As the kernels: q = round_half_even(x * (127 / absmax)), x' = (absmax / 127) * q.
+    torch::Tensor inv =
+        torch::where(zero_row, torch::zeros_like(absmax), torch::full_like(absmax, 127.0) / absmax);
+    torch::Tensor q = torch::clamp(torch::round(xf * inv), -127, 127);
+    xq = (Div(absmax, 127.0) * q).to(x.scalar_type());
+  }
+  return xq + (x - x.detach());
 }
 
 }  // namespace qat::quant

@@ -30,7 +30,7 @@ TEST_P(CorruptCheckpoint, IsSkippedWithAReason) {
   const std::string newest = r.run.dir + "/checkpoints/step-00000004";
   const std::string older = r.run.dir + "/checkpoints/step-00000002";
   ASSERT_EQ(res.checkpoint, newest);
-  const std::string victim = newest + "/model.safetensors";
+  const std::string victim = newest + "/model-00000-of-00001.safetensors";
   std::string expected;
   if (how == std::string("truncated")) {
     fs::resize_file(victim, fs::file_size(victim) - 5);
@@ -45,7 +45,7 @@ TEST_P(CorruptCheckpoint, IsSkippedWithAReason) {
     expected = "checksum";
   } else {
     fs::remove(victim);
-    expected = "model.safetensors";
+    expected = "model-00000-of-00001.safetensors";
   }
   std::vector<std::string> skipped;
   EXPECT_EQ(FindLatestCheckpoint(r.run.dir, &skipped), older);

@@ -79,13 +79,16 @@ INSTANTIATE_TEST_SUITE_P(Variants, ExportRoundTrip,
 TEST(TernaryKernel, EqualsLibtorchFakeQuantMatmul) {
   torch::manual_seed(9);
   for (auto [rows, cols] : {std::pair{64, 96}, {33, 300}, {128, 128}}) {
-    quant::TernaryQuantizer q(quant::Granularity::kPerChannel);
+    quant::QuantSpec spec;
+    spec.granularity = quant::Granularity::kPerChannel;
+    quant::WeightQuantizer q(spec);
     torch::Tensor weight = torch::randn({rows, cols});
     torch::Tensor x = torch::randn({5, cols});
     torch::Tensor want = torch::matmul(x, q.FakeQuant(weight).t()).contiguous();
-    quant::TernaryParts parts = q.Decompose(weight);
+    quant::QuantParts parts = q.Decompose(weight);
+    torch::Tensor trits = (parts.codes.to(torch::kInt8) - 1).contiguous();
     std::vector<uint8_t> packed(size_t(rows * kernels::TernaryRowBytes(cols)));
-    kernels::PackTernary(parts.trits.contiguous().data_ptr<int8_t>(), rows, cols, packed.data());
+    kernels::PackTernary(trits.data_ptr<int8_t>(), rows, cols, packed.data());
     torch::Tensor scale = parts.scale.reshape({-1}).contiguous();
     kernels::TernaryView view{rows, cols, packed.data(), scale.data_ptr<float>(), rows};
     std::vector<float> y(static_cast<size_t>(5 * rows)), yv(static_cast<size_t>(rows));

@@ -21,48 +21,19 @@
 #include "gtest/gtest.h"
 #include "kernels/ternary.h"
 #include "kernels/thread_pool.h"
+#include "tests/kernels_test_util.h"
 
 namespace qat::kernels {
 
-// Names the instruction set in test output (found by GoogleTest through argument lookup).
-void PrintTo(Isa isa, std::ostream* os) { *os << IsaName(isa); }
-
 namespace {
 
-// A random ternary matrix with its packed form and scales.
-struct Ternary {
-  int64_t rows = 0, cols = 0;
-  std::vector<int8_t> trits;
-  std::vector<uint8_t> packed;
-  std::vector<float> scales;
-
-  TernaryView view() const {
-    return TernaryView{rows, cols, packed.data(), scales.data(),
-                       static_cast<int64_t>(scales.size())};
-  }
-  float scale(int64_t r) const { return scales.size() == 1 ? scales[0] : scales[r]; }
-};
+using testing_util::kAllIsas;
+using testing_util::kSimdIsas;
+using testing_util::RandomFloats;
+using Ternary = testing_util::Ternary2;
 
 Ternary RandomTernary(int64_t rows, int64_t cols, bool per_row_scales, std::mt19937& rng) {
-  Ternary t;
-  t.rows = rows;
-  t.cols = cols;
-  t.trits.resize(rows * cols);
-  std::uniform_int_distribution<int> trit(-1, 1);
-  for (int8_t& v : t.trits) v = static_cast<int8_t>(trit(rng));
-  t.packed.assign(rows * TernaryRowBytes(cols), 0xAA);  // garbage that Pack must overwrite
-  PackTernary(t.trits.data(), rows, cols, t.packed.data());
-  std::uniform_real_distribution<float> scale(0.01f, 2.0f);
-  t.scales.resize(per_row_scales ? rows : 1);
-  for (float& s : t.scales) s = scale(rng);
-  return t;
-}
-
-std::vector<float> RandomFloats(int64_t n, std::mt19937& rng) {
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
+  return testing_util::RandomTernary2(rows, cols, per_row_scales, rng);
 }
 
 // Y[i][r] = scale(r) * sum_c t[r][c] * X[i][c] in double.
@@ -94,9 +65,7 @@ std::vector<double> NaiveDense(const std::vector<float>& w, int64_t rows, int64_
 
 // sum |x[i][c]| for activation row i: the scale of the rounding error of any order of summation.
 double AbsSum(const std::vector<float>& x, int64_t cols, int64_t i) {
-  double s = 0;
-  for (int64_t c = 0; c < cols; ++c) s += std::fabs(x[i * cols + c]);
-  return s;
+  return testing_util::AbsSum(x.data() + i * cols, cols);
 }
 
 // Shapes covering rows = 1, cols not a multiple of 128 or of 4, several blocks, and column counts
@@ -107,9 +76,6 @@ const std::vector<std::pair<int64_t, int64_t>>& Shapes() {
       {9, 385}, {33, 130}, {4, 4},   {6, 2050}, {65, 511}, {1, 14336}, {37, 1153}};
   return *shapes;
 }
-
-const Isa kSimdIsas[] = {Isa::kAvx2, Isa::kAvx512};
-const Isa kAllIsas[] = {Isa::kScalar, Isa::kAvx2, Isa::kAvx512};
 
 // ----- Format -----
 
@@ -367,7 +333,8 @@ TEST_P(SimdTest, TernaryGemmMatchesScalar) {
   std::mt19937 rng(9);
   for (bool per_row : {false, true}) {
     for (const auto& [rows, cols] : Shapes()) {
-      for (int64_t m : {1, 2, 3, 4, 7}) {
+      // m up to kGemmSmallBatch (16) runs the small-batch path in passes of 4; 17 the tiled one.
+      for (int64_t m : {1, 2, 3, 4, 7, 8, 13, 17}) {
         SCOPED_TRACE(std::to_string(rows) + "x" + std::to_string(cols) + " m=" + std::to_string(m));
         const Ternary t = RandomTernary(rows, cols, per_row, rng);
         const std::vector<float> x = RandomFloats(m * cols, rng);

@@ -22,13 +22,21 @@
 #include "kernels/lowbit.h"
 #include "kernels/ternary.h"
 #include "kernels/thread_pool.h"
+#include "tests/kernels_test_util.h"
 
 namespace qat::kernels {
 
-// Names the instruction set in test output (found by GoogleTest through argument lookup).
-void PrintTo(Isa isa, std::ostream* os) { *os << IsaName(isa); }
-
 namespace {
+
+using testing_util::AbsSum;
+using testing_util::kAllIsas;
+using testing_util::kSimdIsas;
+using testing_util::RandomFloats;
+using testing_util::RandomTernary2;
+using testing_util::RandomTernary3;
+using testing_util::RandomTrits;
+using testing_util::Ternary2;
+using testing_util::Ternary3;
 
 std::string ShapeName(int64_t rows, int64_t cols, int64_t m = 1) {
   return std::to_string(rows) + "x" + std::to_string(cols) +
@@ -43,26 +51,6 @@ const std::vector<std::pair<int64_t, int64_t>>& Shapes() {
       {2, 1000},  {9, 385},   {33, 130}, {4, 4},   {6, 2050}, {65, 511},
       {1, 14336}, {37, 1153}, {5, 64},   {3, 96},  {4, 129}};
   return *shapes;
-}
-
-std::vector<float> RandomFloats(int64_t n, std::mt19937& rng) {
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
-
-std::vector<int8_t> RandomTrits(int64_t n, std::mt19937& rng) {
-  std::uniform_int_distribution<int> trit(-1, 1);
-  std::vector<int8_t> v(n);
-  for (int8_t& t : v) t = static_cast<int8_t>(trit(rng));
-  return v;
-}
-
-double AbsSum(const float* x, int64_t n) {
-  double s = 0;
-  for (int64_t c = 0; c < n; ++c) s += std::fabs(x[c]);
-  return s;
 }
 
 // Float results against a reference: |got - want| <= rel * bound[k] for each output k.
@@ -85,36 +73,7 @@ void ExpectSameBits(const std::vector<float>& got, const std::vector<float>& wan
   }
 }
 
-const Isa kSimdIsas[] = {Isa::kAvx2, Isa::kAvx512};
-const Isa kAllIsas[] = {Isa::kScalar, Isa::kAvx2, Isa::kAvx512};
-
 // ================================ ternary3 format ================================
-
-struct Ternary3 {
-  int64_t rows = 0, cols = 0;
-  std::vector<int8_t> trits;
-  std::vector<uint8_t> packed;
-  std::vector<float> scales;
-
-  Ternary3View view() const {
-    return Ternary3View{rows, cols, packed.data(), scales.data(),
-                        static_cast<int64_t>(scales.size())};
-  }
-  float scale(int64_t r) const { return scales.size() == 1 ? scales[0] : scales[r]; }
-};
-
-Ternary3 RandomTernary3(int64_t rows, int64_t cols, bool per_row, std::mt19937& rng) {
-  Ternary3 t;
-  t.rows = rows;
-  t.cols = cols;
-  t.trits = RandomTrits(rows * cols, rng);
-  t.packed.assign(rows * Ternary3RowBytes(cols), 0xFF);  // garbage that Pack must overwrite
-  PackTernary3(t.trits.data(), rows, cols, t.packed.data());
-  std::uniform_real_distribution<float> scale(0.01f, 2.0f);
-  t.scales.resize(per_row ? rows : 1);
-  for (float& s : t.scales) s = scale(rng);
-  return t;
-}
 
 TEST(Ternary3Format, RowBytes) {
   EXPECT_EQ(Ternary3RowBytes(1), 32);
@@ -570,33 +529,6 @@ TEST(Int8Activations, HalfwayValuesRoundToEven) {
     EXPECT_EQ(scale, 1.0f);
     EXPECT_EQ(std::vector<int>(q, q + 4), (std::vector<int>{127, 2, -4, 0})) << IsaName(isa);
   }
-}
-
-// A ternary2 matrix with its trits and scales.
-struct Ternary2 {
-  int64_t rows = 0, cols = 0;
-  std::vector<int8_t> trits;
-  std::vector<uint8_t> packed;
-  std::vector<float> scales;
-
-  TernaryView view() const {
-    return TernaryView{rows, cols, packed.data(), scales.data(),
-                       static_cast<int64_t>(scales.size())};
-  }
-  float scale(int64_t r) const { return scales.size() == 1 ? scales[0] : scales[r]; }
-};
-
-Ternary2 RandomTernary2(int64_t rows, int64_t cols, bool per_row, std::mt19937& rng) {
-  Ternary2 t;
-  t.rows = rows;
-  t.cols = cols;
-  t.trits = RandomTrits(rows * cols, rng);
-  t.packed.assign(rows * TernaryRowBytes(cols), 0);
-  PackTernary(t.trits.data(), rows, cols, t.packed.data());
-  std::uniform_real_distribution<float> scale(0.01f, 2.0f);
-  t.scales.resize(per_row ? rows : 1);
-  for (float& s : t.scales) s = scale(rng);
-  return t;
 }
 
 std::vector<int8_t> RandomInt8(int64_t n, std::mt19937& rng) {

@@ -202,8 +202,8 @@ TEST(Train, ResumeIsBitIdentical) {
   TrainResult b2 = Train(parts, *comm::MpiWorld().value()).value();
   EXPECT_EQ(b2.steps_run, full.train.steps - 3);
   EXPECT_EQ(a.final_loss, b2.final_loss);
-  TensorMap wa = LoadTensors(a.checkpoint + "/model.safetensors").value();
-  TensorMap wb = LoadTensors(b2.checkpoint + "/model.safetensors").value();
+  TensorMap wa = LoadCheckpoint(a.checkpoint, false).value().model;
+  TensorMap wb = LoadCheckpoint(b2.checkpoint, false).value().model;
   ASSERT_EQ(wa.size(), wb.size());
   for (const auto& [name, t] : wa) EXPECT_TRUE(torch::equal(t, wb.at(name))) << name;
 }

@@ -12,16 +12,21 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
+#include "kernels/lowbit.h"
 #include "kernels/safetensors.h"
 #include "kernels/ternary.h"
 
 namespace qat::kernels {
 namespace {
 
-enum class Quant { kDense, kPerTensor, kPerRow, kMixed };
+// kDense..kMixed write version 1 files (ternary2 only); kAllFormats cycles the linears through
+// f32, ternary2, ternary3, int2 and int4 with biases on q, k, v (version 2), and kAllFormatsInt8
+// adds int8 activations on every other linear.
+enum class Quant { kDense, kPerTensor, kPerRow, kMixed, kAllFormats, kAllFormatsInt8 };
 
 struct ModelSpec {
   int64_t vocab = 40, hidden = 64, intermediate = 96, layers = 2, heads = 4, kv_heads = 2;
@@ -54,6 +59,8 @@ struct TinyModel {
   std::map<std::string, std::string> metadata;
   std::vector<Tensor> tensors;
   std::map<std::string, std::vector<double>> weights;
+  std::map<std::string, std::vector<double>> biases;  // linears with a bias
+  std::set<std::string> int8_act;                     // linears with int8 activations
 
   Tensor* Find(const std::string& name) {
     for (Tensor& t : tensors) {
@@ -89,8 +96,9 @@ TinyModel BuildModel(const ModelSpec& s) {
   auto uniform = [&](double lo, double hi) {
     return std::uniform_real_distribution<double>(lo, hi)(rng);
   };
+  const bool v2 = s.quant == Quant::kAllFormats || s.quant == Quant::kAllFormatsInt8;
   m.metadata = {{"format", "qat-packed"},
-                {"qat.version", "1"},
+                {"qat.version", v2 ? "2" : "1"},
                 {"qat.vocab_size", std::to_string(s.vocab)},
                 {"qat.hidden_size", std::to_string(s.hidden)},
                 {"qat.intermediate_size", std::to_string(s.intermediate)},
@@ -117,21 +125,57 @@ TinyModel BuildModel(const ModelSpec& s) {
     }
     m.AddF32(name, std::move(shape), v);
   };
-  auto add_packed = [&](const std::string& name, int64_t out, int64_t in, bool per_row) {
+  auto add_packed = [&](const std::string& name, int64_t out, int64_t in, bool per_row,
+                        bool ternary3 = false) {
     std::vector<int8_t> trits(out * in);
     for (int8_t& t : trits) t = static_cast<int8_t>(static_cast<int>(rng() % 3) - 1);
     std::vector<float> scales(per_row ? out : 1);
     for (float& sc : scales) sc = static_cast<float>(uniform(0.5, 1.5) * std::sqrt(1.5 / in));
-    std::vector<uint8_t> packed(out * TernaryRowBytes(in));
-    PackTernary(trits.data(), out, in, packed.data());
+    const int64_t row_bytes = ternary3 ? Ternary3RowBytes(in) : TernaryRowBytes(in);
+    std::vector<uint8_t> packed(out * row_bytes);
+    if (ternary3) {
+      PackTernary3(trits.data(), out, in, packed.data());
+    } else {
+      PackTernary(trits.data(), out, in, packed.data());
+    }
     m.tensors.push_back(
-        {name, DType::kU8, {out, TernaryRowBytes(in)}, std::string(packed.begin(), packed.end())});
+        {name, DType::kU8, {out, row_bytes}, std::string(packed.begin(), packed.end())});
     m.AddF32(name + ".scale", {per_row ? out : 1}, scales);
-    m.metadata["qat.quant." + name] = "ternary2";
+    m.metadata["qat.quant." + name] = ternary3 ? "ternary3" : "ternary2";
     std::vector<double>& w = m.weights[name];
     for (int64_t r = 0; r < out; ++r) {
       for (int64_t c = 0; c < in; ++c)
         w.push_back(trits[r * in + c] * double{scales[per_row ? r : 0]});
+    }
+  };
+
+  // int2/int4 with random codes, positive scales and fractional zero points per group.
+  auto add_intk = [&](const std::string& name, int64_t out, int64_t in, int bits, int64_t group) {
+    const int max_code = (1 << bits) - 1;
+    const int64_t groups = IntKGroupsPerRow(group, in);
+    std::vector<uint8_t> q(out * in);
+    for (uint8_t& v : q) v = static_cast<uint8_t>(rng() % (max_code + 1));
+    std::vector<float> scales(out * groups), zeros(out * groups);
+    for (int64_t g = 0; g < out * groups; ++g) {
+      scales[g] = static_cast<float>(uniform(0.5, 1.5) * std::sqrt(3.0 / in) * 2 / max_code);
+      zeros[g] = static_cast<float>(uniform(0.3, 0.7) * max_code);
+    }
+    std::vector<uint8_t> packed(out * IntKRowBytes(bits, in));
+    PackIntK(q.data(), out, in, bits, packed.data());
+    m.tensors.push_back({name,
+                         DType::kU8,
+                         {out, IntKRowBytes(bits, in)},
+                         std::string(packed.begin(), packed.end())});
+    m.AddF32(name + ".scale", {out * groups}, scales);
+    m.AddF32(name + ".zero", {out, groups}, zeros);  // the [out, G] spelling is accepted too
+    m.metadata["qat.quant." + name] = bits == 2 ? "int2" : "int4";
+    m.metadata["qat.group." + name] = std::to_string(group);
+    std::vector<double>& w = m.weights[name];
+    for (int64_t r = 0; r < out; ++r) {
+      for (int64_t c = 0; c < in; ++c) {
+        const int64_t g = r * groups + c / group;
+        w.push_back(double{scales[g]} * (double{static_cast<float>(q[r * in + c])} - zeros[g]));
+      }
     }
   };
 
@@ -167,6 +211,41 @@ TinyModel BuildModel(const ModelSpec& s) {
             add_dense(name, {out, in}, 0.0, std::sqrt(3.0 / in));
           }
           break;
+        case Quant::kAllFormats:
+        case Quant::kAllFormatsInt8:
+          switch ((linear_index - 1) % 5) {
+            case 0:
+              add_dense(name, {out, in}, 0.0, std::sqrt(3.0 / in));
+              break;
+            case 1:
+              add_packed(name, out, in, /*per_row=*/true);
+              break;
+            case 2:
+              add_packed(name, out, in, /*per_row=*/false, /*ternary3=*/true);
+              break;
+            case 3:
+              add_intk(name, out, in, 2, 64);  // in = 96 gives a short last group
+              break;
+            case 4:
+              add_intk(name, out, in, 4, 32);
+              break;
+          }
+          if (s.quant == Quant::kAllFormatsInt8 && odd) {
+            m.metadata["qat.act." + name] = "int8";
+            m.int8_act.insert(name);
+          }
+          if (kind.find("q_proj") != std::string::npos ||
+              kind.find("k_proj") != std::string::npos ||
+              kind.find("v_proj") != std::string::npos) {  // Qwen2-style attention biases
+            std::vector<float> b(out);
+            std::vector<double>& ref = m.biases[name];
+            for (float& v : b) {
+              v = static_cast<float>(uniform(-0.3, 0.3));
+              ref.push_back(v);
+            }
+            m.AddF32(name + ".bias", {out}, b);
+          }
+          break;
       }
     }
   }
@@ -187,6 +266,21 @@ Matrix MatMulT(const Matrix& x, int64_t rows, int64_t in, const Matrix& w, int64
       double acc = 0;
       for (int64_t c = 0; c < in; ++c) acc += x[i * in + c] * w[o * in + c];
       y[i * out + o] = acc;
+    }
+  }
+  return y;
+}
+
+// Per-token int8 fake quantization of activations (runtime.h): x' = round_half_even(x / s) * s,
+// s = absmax / 127, in double.
+Matrix QuantizeActivationsRef(const Matrix& x, int64_t rows, int64_t in) {
+  Matrix y(x.size());
+  for (int64_t i = 0; i < rows; ++i) {
+    double absmax = 0;
+    for (int64_t c = 0; c < in; ++c) absmax = std::max(absmax, std::abs(x[i * in + c]));
+    const double s = absmax / 127;
+    for (int64_t c = 0; c < in; ++c) {
+      y[i * in + c] = s == 0 ? 0.0 : std::nearbyint(x[i * in + c] / s) * s;
     }
   }
   return y;
@@ -217,7 +311,9 @@ void RopeRef(Matrix* x, int64_t rows, int64_t heads, int64_t hd, double theta) {
   }
 }
 
-Matrix ReferenceForward(const TinyModel& m, const std::vector<int32_t>& tokens) {
+// quantize_acts = false ignores "qat.act" (to show that the runtime does quantize).
+Matrix ReferenceForward(const TinyModel& m, const std::vector<int32_t>& tokens,
+                        bool quantize_acts = true) {
   const ModelSpec& s = m.spec;
   const int64_t n = static_cast<int64_t>(tokens.size()), hd = s.hidden / s.heads;
   const int64_t kv_dim = s.kv_heads * hd;
@@ -230,10 +326,22 @@ Matrix ReferenceForward(const TinyModel& m, const std::vector<int32_t>& tokens) 
   }
   for (int64_t l = 0; l < s.layers; ++l) {
     auto lw = [&](const char* suffix) -> const Matrix& { return w(LayerName(l, suffix)); };
+    // The linear `suffix` of this layer: activations as "qat.act" says, product, bias.
+    auto linear = [&](const Matrix& x, int64_t rows, int64_t in, const char* suffix, int64_t out) {
+      const std::string name = LayerName(l, suffix);
+      const bool int8 = quantize_acts && m.int8_act.count(name) > 0;
+      Matrix y = MatMulT(int8 ? QuantizeActivationsRef(x, rows, in) : x, rows, in, w(name), out);
+      if (auto b = m.biases.find(name); b != m.biases.end()) {
+        for (int64_t i = 0; i < rows; ++i) {
+          for (int64_t o = 0; o < out; ++o) y[i * out + o] += b->second[o];
+        }
+      }
+      return y;
+    };
     Matrix a = RmsNormRef(h, n, s.hidden, lw("input_layernorm.weight"), s.eps);
-    Matrix q = MatMulT(a, n, s.hidden, lw("self_attn.q_proj.weight"), s.hidden);
-    Matrix k = MatMulT(a, n, s.hidden, lw("self_attn.k_proj.weight"), kv_dim);
-    Matrix v = MatMulT(a, n, s.hidden, lw("self_attn.v_proj.weight"), kv_dim);
+    Matrix q = linear(a, n, s.hidden, "self_attn.q_proj.weight", s.hidden);
+    Matrix k = linear(a, n, s.hidden, "self_attn.k_proj.weight", kv_dim);
+    Matrix v = linear(a, n, s.hidden, "self_attn.v_proj.weight", kv_dim);
     RopeRef(&q, n, s.heads, hd, s.theta);
     RopeRef(&k, n, s.kv_heads, hd, s.theta);
     Matrix attn(n * s.hidden, 0.0);
@@ -258,13 +366,13 @@ Matrix ReferenceForward(const TinyModel& m, const std::vector<int32_t>& tokens) 
         }
       }
     }
-    Matrix o = MatMulT(attn, n, s.hidden, lw("self_attn.o_proj.weight"), s.hidden);
+    Matrix o = linear(attn, n, s.hidden, "self_attn.o_proj.weight", s.hidden);
     for (size_t i = 0; i < h.size(); ++i) h[i] += o[i];
     Matrix mm = RmsNormRef(h, n, s.hidden, lw("post_attention_layernorm.weight"), s.eps);
-    Matrix g = MatMulT(mm, n, s.hidden, lw("mlp.gate_proj.weight"), s.intermediate);
-    Matrix u = MatMulT(mm, n, s.hidden, lw("mlp.up_proj.weight"), s.intermediate);
+    Matrix g = linear(mm, n, s.hidden, "mlp.gate_proj.weight", s.intermediate);
+    Matrix u = linear(mm, n, s.hidden, "mlp.up_proj.weight", s.intermediate);
     for (size_t i = 0; i < g.size(); ++i) g[i] = g[i] / (1.0 + std::exp(-g[i])) * u[i];
-    Matrix down = MatMulT(g, n, s.intermediate, lw("mlp.down_proj.weight"), s.hidden);
+    Matrix down = linear(g, n, s.intermediate, "mlp.down_proj.weight", s.hidden);
     for (size_t i = 0; i < h.size(); ++i) h[i] += down[i];
   }
   Matrix final_h = RmsNormRef(h, n, s.hidden, w("model.norm.weight"), s.eps);
@@ -333,14 +441,26 @@ TEST_P(RuntimeForwardTest, MatchesDoubleReferenceOnEveryIsaAndThreadCount) {
       absl::StatusOr<std::vector<float>> got = session.Forward(tokens.data(), 20);
       ASSERT_TRUE(got.ok()) << got.status();
       ASSERT_EQ(got->size(), static_cast<size_t>(20 * spec.vocab));
-      EXPECT_LT(RelativeError(*got, want), 1e-4);
+      if (spec.quant != Quant::kAllFormatsInt8) {
+        EXPECT_LT(RelativeError(*got, want), 1e-4);
+      } else {
+        // Rounding to int8 amplifies float differences near ties (a code can flip by one), so
+        // the bound is looser; the runtime must still be far closer to the quantized reference
+        // than to the same model without activation quantization.
+        const double err = RelativeError(*got, want);
+        const double err_unquantized =
+            RelativeError(*got, ReferenceForward(tiny, tokens, /*quantize_acts=*/false));
+        EXPECT_LT(err, 2e-3);
+        EXPECT_GT(err_unquantized, 5 * err);
+      }
       EXPECT_EQ(session.pos(), 20);
     }
   }
 }
 
 std::string ForwardCaseName(const testing::TestParamInfo<ForwardCase>& info) {
-  static const char* const kQuantNames[] = {"Dense", "PerTensor", "PerRow", "Mixed"};
+  static const char* const kQuantNames[] = {"Dense", "PerTensor",  "PerRow",
+                                            "Mixed", "AllFormats", "AllFormatsInt8"};
   return std::string(kQuantNames[static_cast<int>(info.param.quant)]) +
          (info.param.tied ? "Tied" : "Untied");
 }
@@ -350,7 +470,9 @@ INSTANTIATE_TEST_SUITE_P(
     testing::Values(ForwardCase{Quant::kDense, false}, ForwardCase{Quant::kDense, true},
                     ForwardCase{Quant::kPerTensor, false}, ForwardCase{Quant::kPerTensor, true},
                     ForwardCase{Quant::kPerRow, false}, ForwardCase{Quant::kPerRow, true},
-                    ForwardCase{Quant::kMixed, false}),
+                    ForwardCase{Quant::kMixed, false}, ForwardCase{Quant::kAllFormats, false},
+                    ForwardCase{Quant::kAllFormats, true},
+                    ForwardCase{Quant::kAllFormatsInt8, false}),
     ForwardCaseName);
 
 TEST(RuntimeTest, ConfigAndWeightAccounting) {
@@ -461,8 +583,24 @@ TEST(RuntimeTest, BadTokenOrFullCacheIsAnErrorAndChangesNothing) {
 struct MalformedCase {
   const char* what;
   std::function<void(TinyModel*)> corrupt;
-  const char* expected_in_message;
+  std::string expected_in_message;
 };
+
+// Each case corrupts a fresh model of `spec`; loading must fail with an error naming the file and
+// containing the case's expected text.
+void ExpectLoadErrors(const ModelSpec& spec, const std::vector<MalformedCase>& cases) {
+  for (const MalformedCase& c : cases) {
+    SCOPED_TRACE(c.what);
+    TinyModel tiny = BuildModel(spec);
+    c.corrupt(&tiny);
+    const std::string path = tiny.Write("malformed");
+    absl::StatusOr<std::unique_ptr<PackedModel>> model = PackedModel::Load(path, 1, BestIsa());
+    ASSERT_FALSE(model.ok());
+    EXPECT_NE(model.status().message().find(c.expected_in_message), std::string::npos)
+        << model.status();
+    EXPECT_NE(model.status().message().find(path), std::string::npos) << model.status();
+  }
+}
 
 TEST(RuntimeTest, MalformedFilesGiveClearErrors) {
   ModelSpec spec;
@@ -481,7 +619,7 @@ TEST(RuntimeTest, MalformedFilesGiveClearErrors) {
       {"zero size", set_meta("qat.num_layers", "0"), "qat.num_layers"},
       {"tie not 0/1", set_meta("qat.tie_embeddings", "2"), "qat.tie_embeddings"},
       {"wrong format", set_meta("format", "gguf"), "format"},
-      {"wrong version", set_meta("qat.version", "2"), "qat.version"},
+      {"wrong version", set_meta("qat.version", "3"), "qat.version"},
       {"heads not dividing hidden", set_meta("qat.num_heads", "5"), "qat.num_heads"},
       {"kv heads not dividing heads", set_meta("qat.num_kv_heads", "3"), "qat.num_kv_heads"},
       {"odd head dim", set_meta("qat.num_heads", "64"), "head dim"},
@@ -536,17 +674,93 @@ TEST(RuntimeTest, MalformedFilesGiveClearErrors) {
        [&](TinyModel* m) { m->metadata["qat.quant." + packed_name] = "int4"; }, "int4"},
       {"lm_head although tied", set_meta("qat.tie_embeddings", "1"), "lm_head.weight"},
   };
-  for (const MalformedCase& c : cases) {
-    SCOPED_TRACE(c.what);
-    TinyModel tiny = BuildModel(spec);
-    c.corrupt(&tiny);
-    const std::string path = tiny.Write("malformed");
-    absl::StatusOr<std::unique_ptr<PackedModel>> model = PackedModel::Load(path, 1, BestIsa());
-    ASSERT_FALSE(model.ok());
-    EXPECT_NE(model.status().message().find(c.expected_in_message), std::string::npos)
-        << model.status();
-    EXPECT_NE(model.status().message().find(path), std::string::npos) << model.status();
+  ExpectLoadErrors(spec, cases);
+}
+
+// Version 2 files: the formats beyond ternary2, their keys, zero points, biases.
+TEST(RuntimeTest, MalformedVersion2FilesGiveClearErrors) {
+  ModelSpec spec;
+  spec.quant = Quant::kAllFormatsInt8;
+  // Layer 0 in order q..down: f32, ternary2, ternary3, int2/g64, int4/g32, f32, ternary2;
+  // odd linears (k, o, up) have int8 activations; q, k, v have biases.
+  const std::string ternary2 = LayerName(0, "self_attn.k_proj.weight");
+  const std::string ternary3 = LayerName(0, "self_attn.v_proj.weight");
+  const std::string int2 = LayerName(0, "self_attn.o_proj.weight");
+  const std::string int4 = LayerName(0, "mlp.gate_proj.weight");
+  const std::string dense = LayerName(0, "mlp.up_proj.weight");
+  const std::string int2_down = LayerName(1, "mlp.down_proj.weight");  // [64, 96]
+  {
+    const TinyModel tiny = BuildModel(spec);
+    ASSERT_EQ(tiny.metadata.at("qat.quant." + ternary3), "ternary3");
+    ASSERT_EQ(tiny.metadata.at("qat.quant." + int2), "int2");
+    ASSERT_EQ(tiny.metadata.at("qat.quant." + int4), "int4");
+    ASSERT_EQ(tiny.metadata.count("qat.quant." + dense), 0u);
+    ASSERT_EQ(tiny.metadata.at("qat.quant." + int2_down), "int2");
   }
+  auto set_meta = [](std::string key, const char* value) {
+    return [=](TinyModel* m) { m->metadata[key] = value; };
+  };
+  auto replace_f32 = [](std::string name, std::vector<int64_t> shape, float value) {
+    return [=](TinyModel* m) {
+      m->Remove(name);
+      int64_t numel = 1;
+      for (int64_t d : shape) numel *= d;
+      m->AddF32(name, shape, std::vector<float>(numel, value));
+    };
+  };
+  const std::vector<MalformedCase> cases = {
+      {"version 3", set_meta("qat.version", "3"), "qat.version"},
+      {"int4 without group", [&](TinyModel* m) { m->metadata.erase("qat.group." + int4); },
+       "qat.group." + int4},
+      {"group 48", set_meta("qat.group." + int4, "48"), "qat.group." + int4},
+      {"group not a number", set_meta("qat.group." + int2, "big"), "qat.group." + int2},
+      {"group on ternary", set_meta("qat.group." + ternary2, "64"), "qat.group." + ternary2},
+      {"group on a dense linear", set_meta("qat.group." + dense, "64"), "qat.group." + dense},
+      {"unknown activation format", set_meta("qat.act." + int4, "int4"), "qat.act." + int4},
+      {"activation key on a norm", set_meta("qat.act.model.norm.weight", "int8"),
+       "qat.act.model.norm.weight"},
+      {"unknown weight format", set_meta("qat.quant." + int4, "int3"), "int3"},
+      {"ternary3 byte above 242",
+       [&](TinyModel* m) { m->Find(ternary3)->bytes[32 + 3] = static_cast<char>(250); },
+       "byte offset 35"},
+      {"int2 padding set",  // 96 columns: the second unit's bits 5:4 and 7:6 are padding
+       [&](TinyModel* m) { m->Find(int2_down)->bytes[16 + 2] |= static_cast<char>(0x40); },
+       "byte offset 18"},
+      {"int4 codes of a ternary size",
+       [&](TinyModel* m) {
+         m->Find(int4)->shape = {64, 32};
+         m->Find(int4)->bytes.resize(64 * 32);
+       },
+       int4},
+      {"missing zero", [&](TinyModel* m) { m->Remove(int4 + ".zero"); }, int4 + ".zero"},
+      {"zero of wrong size", replace_f32(int2 + ".zero", {65}, 1.0f), int2 + ".zero"},
+      {"non-finite zero", replace_f32(int2 + ".zero", {64}, INFINITY), int2 + ".zero"},
+      {"int scale of per-row size", replace_f32(int4 + ".scale", {96}, 1.0f), int4 + ".scale"},
+      {"ternary3 scale missing", [&](TinyModel* m) { m->Remove(ternary3 + ".scale"); },
+       ternary3 + ".scale"},
+      {"bias of wrong size", replace_f32(ternary2 + ".bias", {31}, 0.0f), ternary2 + ".bias"},
+      {"non-finite bias", replace_f32(ternary2 + ".bias", {32}, NAN), ternary2 + ".bias"},
+      {"added bias of the wrong size", replace_f32(int4 + ".bias", {64}, 0.0f), int4 + ".bias"},
+      {"bias in a version 1 file",
+       [&](TinyModel* m) {
+         for (const auto& [key, value] : std::map<std::string, std::string>(m->metadata)) {
+           if (key.rfind("qat.quant.", 0) == 0 || key.rfind("qat.group.", 0) == 0 ||
+               key.rfind("qat.act.", 0) == 0) {
+             m->metadata.erase(key);
+           }
+         }
+         m->metadata["qat.version"] = "1";
+         ModelSpec dense_spec;
+         TinyModel plain = BuildModel(dense_spec);
+         plain.metadata = m->metadata;
+         plain.AddF32(LayerName(0, "self_attn.q_proj.weight.bias"), {64},
+                      std::vector<float>(64, 0.0f));
+         *m = plain;
+       },
+       "qat.version 2"},
+      {"int4 in a version 1 file", set_meta("qat.version", "1"), "needs qat.version 2"},
+  };
+  ExpectLoadErrors(spec, cases);
 }
 
 TEST(RuntimeTest, UnreadableFilesAreErrors) {
@@ -564,6 +778,68 @@ TEST(RuntimeTest, UnreadableFilesAreErrors) {
   }
   EXPECT_FALSE(
       PackedModel::Load(testing::TempDir() + "runtime_test_no_such_file", 1, BestIsa()).ok());
+}
+
+// ---- the GPU runtime ----
+
+TEST(RuntimeGpuTest, CudaDeviceWithoutGpuIsAClearError) {
+  if (CudaDeviceAvailable()) GTEST_SKIP() << "a GPU is visible: RuntimeGpuTest.* run for real";
+  const std::string path = BuildModel(ModelSpec()).Write("no_gpu");
+  absl::StatusOr<std::unique_ptr<PackedModel>> model =
+      PackedModel::Load(path, 1, BestIsa(), Device::kCuda);
+  ASSERT_FALSE(model.ok());
+  EXPECT_EQ(model.status().code(), absl::StatusCode::kFailedPrecondition) << model.status();
+  EXPECT_NE(model.status().message().find("CUDA"), std::string::npos) << model.status();
+}
+
+// The whole model on the CUDA kernels against the CPU runtime: prefill, then decode steps on the
+// device KV cache (including its growth), then a reset.
+TEST(RuntimeGpuTest, MatchesCpuRuntimeOnEveryFormat) {
+  if (!CudaDeviceAvailable()) {
+    GTEST_SKIP() << "no CUDA GPU visible (or a build without CUDA): the GPU runtime is not run";
+  }
+  for (Quant quant : {Quant::kPerRow, Quant::kMixed, Quant::kAllFormats, Quant::kAllFormatsInt8}) {
+    SCOPED_TRACE(testing::Message() << "quant " << static_cast<int>(quant));
+    ModelSpec spec;
+    spec.quant = quant;
+    spec.tied = quant == Quant::kAllFormats;
+    const TinyModel tiny = BuildModel(spec);
+    const std::string path = tiny.Write("gpu");
+    std::unique_ptr<PackedModel> cpu = LoadOrDie(path, 2);
+    absl::StatusOr<std::unique_ptr<PackedModel>> gpu =
+        PackedModel::Load(path, 1, BestIsa(), Device::kCuda);
+    ASSERT_TRUE(gpu.ok()) << gpu.status();
+    EXPECT_EQ((*gpu)->device(), Device::kCuda);
+    EXPECT_EQ((*gpu)->weight_bytes(), cpu->weight_bytes());
+    EXPECT_EQ((*gpu)->LinearSummary(), cpu->LinearSummary());
+    const std::vector<int32_t> tokens = RandomTokens(24, spec.vocab, 9);
+    const Matrix want = ReferenceForward(tiny, tokens);
+    const double tolerance = quant == Quant::kAllFormatsInt8 ? 1e-3 : 1e-4;
+    Session on_cpu = cpu->NewSession();
+    Session on_gpu = (*gpu)->NewSession();
+    for (int round = 0; round < 2; ++round) {  // the second round runs after Reset
+      absl::StatusOr<std::vector<float>> c = on_cpu.Forward(tokens.data(), 16);
+      absl::StatusOr<std::vector<float>> g = on_gpu.Forward(tokens.data(), 16);
+      ASSERT_TRUE(c.ok()) << c.status();
+      ASSERT_TRUE(g.ok()) << g.status();
+      EXPECT_LT(RelativeError(*g, *c), tolerance);
+      EXPECT_LT(RelativeError(*g, want, 0, 16 * spec.vocab), tolerance);
+      for (int64_t i = 16; i < 24; ++i) {
+        c = on_cpu.Forward(&tokens[i], 1);
+        g = on_gpu.Forward(&tokens[i], 1);
+        ASSERT_TRUE(c.ok()) << c.status();
+        ASSERT_TRUE(g.ok()) << g.status();
+        EXPECT_LT(RelativeError(*g, *c), tolerance) << "position " << i;
+      }
+      EXPECT_EQ(on_gpu.pos(), 24);
+      on_cpu.Reset();
+      on_gpu.Reset();
+    }
+    // Checks on the host side still apply: a bad token changes nothing.
+    const int32_t bad = static_cast<int32_t>(spec.vocab);
+    EXPECT_FALSE(on_gpu.Forward(&bad, 1).ok());
+    EXPECT_EQ(on_gpu.pos(), 0);
+  }
 }
 
 // ---- sampling ----

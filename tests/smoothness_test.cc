@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <tuple>
+
 #include "torch_test_util.h"
 #include "trainer/evaluate.h"
 #include "trainer/model.h"
@@ -50,8 +52,11 @@ Batch MakeBatch() {
   return {t.narrow(1, 0, 8), t.narrow(1, 1, 8)};
 }
 
-Recipe RegRecipe(const char* mode, const char* estimator, double lambda) {
+Recipe RegRecipe(const char* mode, const char* estimator, double lambda,
+                 const char* at = "embeddings", double hidden_mse = 0.0) {
   Recipe r;
+  r.smoothness.at = at;
+  r.distill.hidden_mse_weight = hidden_mse;
   r.smoothness.mode = mode;
   r.smoothness.estimator = estimator;
   r.smoothness.lambda = lambda;
@@ -60,17 +65,29 @@ Recipe RegRecipe(const char* mode, const char* estimator, double lambda) {
   return r;
 }
 
+// (mode, at, distill.hidden_mse_weight)
+using RegParams = std::tuple<const char*, const char*, double>;
+std::string RegName(const ::testing::TestParamInfo<RegParams>& info) {
+  return std::string(std::get<0>(info.param)) + "_" + std::get<1>(info.param) +
+         (std::get<2>(info.param) > 0 ? "_hidden_mse" : "");
+}
+const auto kRegVariants = ::testing::Values(
+    RegParams{"grad_norm", "embeddings", 0.0}, RegParams{"grad_match", "embeddings", 0.0},
+    RegParams{"grad_norm", "block_inputs", 0.0}, RegParams{"grad_match", "block_inputs", 0.0},
+    RegParams{"grad_norm", "embeddings", 0.3}, RegParams{"grad_norm", "block_inputs", 0.3});
+
 // d/deps J(theta + eps d) by central differences vs <dJ/dtheta, d> from the exact estimator.
-class ExactGradient : public ::testing::TestWithParam<const char*> {};
+class ExactGradient : public ::testing::TestWithParam<RegParams> {};
 
 TEST_P(ExactGradient, MatchesFiniteDifferencesInDoublePrecision) {
-  const std::string mode = GetParam();
+  const auto [mode_name, at, hidden_mse] = GetParam();
+  const std::string mode = mode_name;
   CausalLM model = TinyDoubleModel("none", 1);
   CausalLM teacher = TinyDoubleModel("none", 2);
   for (auto& p : teacher->parameters()) p.set_requires_grad(false);
   Batch b = MakeBatch();
-  Recipe r = RegRecipe(mode.c_str(), "exact", 0.7);
-  CausalLM* t = mode == "grad_match" ? &teacher : nullptr;
+  Recipe r = RegRecipe(mode.c_str(), "exact", 0.7, at, hidden_mse);
+  CausalLM* t = mode == "grad_match" || hidden_mse > 0 ? &teacher : nullptr;
 
   ZeroGrads(model);
   MicroBatchResult res = BackwardMicroBatch(model, t, b.inputs, b.targets, r, 0.7, 1.0);
@@ -103,20 +120,21 @@ TEST_P(ExactGradient, MatchesFiniteDifferencesInDoublePrecision) {
   EXPECT_GT(std::abs(Dot(Grads(model), dir) - analytic), 1e-6);
 }
 
-INSTANTIATE_TEST_SUITE_P(Modes, ExactGradient, ::testing::Values("grad_norm", "grad_match"));
+INSTANTIATE_TEST_SUITE_P(Modes, ExactGradient, kRegVariants, RegName);
 
 // finite_diff vs exact, on the ternary student (STE) with distillation, with accumulation.
-class FiniteDiffEstimator : public ::testing::TestWithParam<const char*> {};
+class FiniteDiffEstimator : public ::testing::TestWithParam<RegParams> {};
 
 TEST_P(FiniteDiffEstimator, CosineWithExactAbove099) {
-  const std::string mode = GetParam();
+  const auto [mode_name, at, hidden_mse] = GetParam();
+  const std::string mode = mode_name;
   CausalLM model = TinyDoubleModel("ternary", 3);
   CausalLM teacher = TinyDoubleModel("none", 4);
   for (auto& p : teacher->parameters()) p.set_requires_grad(false);
   Batch b = MakeBatch();
   auto run = [&](const char* estimator) {
     ZeroGrads(model);
-    Recipe r = RegRecipe(mode.c_str(), estimator, 2.0);
+    Recipe r = RegRecipe(mode.c_str(), estimator, 2.0, at, hidden_mse);
     // Two micro batches accumulate, as in training.
     BackwardMicroBatch(model, &teacher, b.inputs, b.targets, r, 2.0, 0.5);
     BackwardMicroBatch(model, &teacher, b.inputs.flip(1), b.targets.flip(1), r, 2.0, 0.5);
@@ -125,7 +143,7 @@ TEST_P(FiniteDiffEstimator, CosineWithExactAbove099) {
   std::vector<torch::Tensor> exact = run("exact"), fd = run("finite_diff"), plain;
   {
     ZeroGrads(model);
-    Recipe r = RegRecipe("none", "exact", 0.0);
+    Recipe r = RegRecipe("none", "exact", 0.0, at, hidden_mse);
     BackwardMicroBatch(model, &teacher, b.inputs, b.targets, r, 0.0, 0.5);
     BackwardMicroBatch(model, &teacher, b.inputs.flip(1), b.targets.flip(1), r, 0.0, 0.5);
     plain = Grads(model);
@@ -140,7 +158,7 @@ TEST_P(FiniteDiffEstimator, CosineWithExactAbove099) {
   EXPECT_GT(std::sqrt(Dot(re, re)), 1e-3 * std::sqrt(Dot(plain, plain)));
 }
 
-INSTANTIATE_TEST_SUITE_P(Modes, FiniteDiffEstimator, ::testing::Values("grad_norm", "grad_match"));
+INSTANTIATE_TEST_SUITE_P(Modes, FiniteDiffEstimator, kRegVariants, RegName);
 
 TEST(Metrics, EarIsOneForIdenticalAndOneMinusTotalVariation) {
   torch::Tensor p = torch::tensor({0.5, 0.3, 0.2}, torch::kFloat64).log().unsqueeze(0);

@@ -1,17 +1,24 @@
 #include "trainer/checkpoint.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "kernels/safetensors.h"
 
 namespace qat::trainer {
@@ -19,7 +26,7 @@ namespace {
 
 namespace fs = std::filesystem;
 constexpr char kManifest[] = "manifest.yaml";
-constexpr char kFormat[] = "qat-checkpoint-1";
+constexpr char kFormat[] = "qat-checkpoint-2";
 
 absl::Status FsyncPath(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY);
@@ -33,6 +40,20 @@ absl::Status FsyncPath(const std::string& path) {
 std::string StepDirName(int64_t step) { return absl::StrFormat("step-%08d", step); }
 
 }  // namespace
+
+void FaultPoint(const std::string& where, int64_t step, int rank) {
+  const char* spec = std::getenv("QAT_FAULT_KILL");
+  const char* once = std::getenv("QAT_FAULT_ONCE");
+  if (spec == nullptr || once == nullptr) return;
+  if (std::string(spec) != absl::StrCat(where, ":", step, ":", rank)) return;
+  std::error_code ec;
+  if (fs::exists(once, ec)) return;
+  std::ofstream(once) << spec << "\n";
+  std::fprintf(stderr, "qat: fault injection: rank %d kills itself at %s %lld\n", rank,
+               where.c_str(), (long long)step);
+  std::fflush(stderr);
+  ::raise(SIGKILL);
+}
 
 uint64_t Checksum64(const void* data, size_t size) {
   // 8 bytes at a time: xor, multiply by a large odd constant, rotate; then a final avalanche.
@@ -100,63 +121,131 @@ absl::Status LoadParameters(torch::nn::Module& module, const TensorMap& tensors,
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> SaveCheckpoint(const std::string& run_dir, const CheckpointState& state,
-                                           int64_t keep_last) {
+namespace {
+
+std::string ShardFileName(const char* kind, int64_t rank, int64_t world) {
+  return absl::StrFormat("%s-%05d-of-%05d.safetensors", kind, rank, world);
+}
+
+absl::Status WriteSlices(const std::string& path, const std::vector<TensorSlice>& slices) {
+  kernels::SafetensorsWriter writer;
+  for (const TensorSlice& t : slices) {
+    torch::Tensor c = t.values.detach().to(torch::kCPU, torch::kFloat32).contiguous().reshape({-1});
+    std::vector<std::string> dims;
+    for (int64_t d : t.shape) dims.push_back(std::to_string(d));
+    writer.SetMetadata("qat.shape." + t.name, absl::StrJoin(dims, ","));
+    writer.SetMetadata("qat.begin." + t.name, std::to_string(t.begin));
+    writer.Add(t.name, kernels::DType::kF32, {c.numel()}, c.data_ptr<float>(),
+               c.numel() * sizeof(float));
+  }
+  return writer.Write(path);
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> SaveShardedCheckpoint(const std::string& run_dir,
+                                                  const CheckpointState& state,
+                                                  const CheckpointShard& shard,
+                                                  comm::ProcessGroup& group, int64_t keep_last) {
+  const int64_t rank = group.rank(), world = group.size();
   const fs::path root = fs::path(run_dir) / "checkpoints";
   const fs::path final_dir = root / StepDirName(state.step);
   const fs::path tmp_dir = root / (StepDirName(state.step) + ".tmp");
   std::error_code ec;
-  fs::remove_all(tmp_dir, ec);
-  fs::create_directories(tmp_dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat(tmp_dir.string(), ": ", ec.message()));
-
-  absl::Status s = SaveTensors((tmp_dir / "model.safetensors").string(), state.model);
-  if (s.ok()) s = SaveTensors((tmp_dir / "optimizer.safetensors").string(), state.optimizer);
-  if (s.ok()) {
-    s = kernels::WriteFileAtomic((tmp_dir / "recipe.yaml").string(), state.recipe_yaml);
+  if (rank == 0) {
+    fs::remove_all(tmp_dir, ec);
+    fs::create_directories(tmp_dir, ec);
+    if (ec) return absl::InternalError(absl::StrCat(tmp_dir.string(), ": ", ec.message()));
   }
+  absl::Status s = group.Barrier();
   if (!s.ok()) return s;
 
-  YAML::Emitter m;
-  m << YAML::BeginMap;
-  m << YAML::Key << "format" << YAML::Value << kFormat;
-  m << YAML::Key << "step" << YAML::Value << state.step;
-  m << YAML::Key << "world_size" << YAML::Value << state.world_size;
-  m << YAML::Key << "sharding" << YAML::Value << state.sharding;
-  m << YAML::Key << "loss" << YAML::Value << YAML::Precision(17) << state.loss;
-  m << YAML::Key << "recipe_hash" << YAML::Value
-    << absl::StrFormat("%016x", Checksum64(state.recipe_yaml.data(), state.recipe_yaml.size()));
-  m << YAML::Key << "files" << YAML::Value << YAML::BeginMap;
-  for (const char* name : {"model.safetensors", "optimizer.safetensors", "recipe.yaml"}) {
-    absl::StatusOr<std::string> bytes = kernels::ReadFile((tmp_dir / name).string());
+  // This rank's files, then every rank's sizes and checksums (each fills its own slots).
+  const std::string names[2] = {ShardFileName("model", rank, world),
+                                ShardFileName("optimizer", rank, world)};
+  s = WriteSlices((tmp_dir / names[0]).string(), shard.model);
+  if (s.ok()) s = WriteSlices((tmp_dir / names[1]).string(), shard.optimizer);
+  if (!s.ok()) return s;
+  std::vector<int64_t> table(size_t(world) * 4, 0);  // per rank: model bytes, sum, optim bytes, sum
+  for (int k = 0; k < 2; ++k) {
+    absl::StatusOr<std::string> bytes = kernels::ReadFile((tmp_dir / names[k]).string());
     if (!bytes.ok()) return bytes.status();
-    m << YAML::Key << name << YAML::Value << YAML::BeginMap;
-    m << YAML::Key << "bytes" << YAML::Value << static_cast<int64_t>(bytes->size());
-    m << YAML::Key << "checksum" << YAML::Value
-      << absl::StrFormat("%016x", Checksum64(bytes->data(), bytes->size()));
-    m << YAML::EndMap;
+    table[size_t(rank) * 4 + 2 * k] = int64_t(bytes->size());
+    const uint64_t sum = Checksum64(bytes->data(), bytes->size());
+    std::memcpy(&table[size_t(rank) * 4 + 2 * k + 1], &sum, sizeof sum);
   }
-  m << YAML::EndMap << YAML::EndMap;
-  s = kernels::WriteFileAtomic((tmp_dir / kManifest).string(), std::string(m.c_str()) + "\n");
-  if (!s.ok()) return s;
+  FaultPoint("checkpoint", state.step, int(rank));
+  if (world > 1) {
+    s = group.AllReduce(table.data(), table.data(), int64_t(table.size()), comm::DataType::kI64);
+    if (!s.ok()) return s;
+  }
 
-  fs::remove_all(final_dir, ec);  // an older checkpoint of the same step (a rerun) is replaced
-  fs::rename(tmp_dir, final_dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat(final_dir.string(), ": rename: ", ec.message()));
-  s = FsyncPath(root.string());
-  if (!s.ok()) return s;
-
-  // Keep the newest keep_last checkpoints.
-  std::vector<fs::path> dirs;
-  for (const auto& e : fs::directory_iterator(root, ec)) {
-    const std::string n = e.path().filename().string();
-    if (e.is_directory() && n.rfind("step-", 0) == 0 && n.find(".tmp") == std::string::npos) {
-      dirs.push_back(e.path());
+  if (rank == 0) {
+    s = kernels::WriteFileAtomic((tmp_dir / "recipe.yaml").string(), state.recipe_yaml);
+    if (!s.ok()) return s;
+    YAML::Emitter m;
+    m << YAML::BeginMap;
+    m << YAML::Key << "format" << YAML::Value << kFormat;
+    m << YAML::Key << "step" << YAML::Value << state.step;
+    m << YAML::Key << "world_size" << YAML::Value << world;
+    m << YAML::Key << "sharding" << YAML::Value << state.sharding;
+    m << YAML::Key << "loss" << YAML::Value << YAML::Precision(17) << state.loss;
+    m << YAML::Key << "recipe_hash" << YAML::Value
+      << absl::StrFormat("%016x", Checksum64(state.recipe_yaml.data(), state.recipe_yaml.size()));
+    m << YAML::Key << "files" << YAML::Value << YAML::BeginMap;
+    auto entry = [&m](const std::string& name, int64_t bytes, uint64_t sum) {
+      m << YAML::Key << name << YAML::Value << YAML::BeginMap;
+      m << YAML::Key << "bytes" << YAML::Value << bytes;
+      m << YAML::Key << "checksum" << YAML::Value << absl::StrFormat("%016x", sum);
+      m << YAML::EndMap;
+    };
+    for (int64_t r = 0; r < world; ++r) {
+      for (int k = 0; k < 2; ++k) {
+        uint64_t sum;
+        std::memcpy(&sum, &table[size_t(r) * 4 + 2 * k + 1], sizeof sum);
+        entry(ShardFileName(k == 0 ? "model" : "optimizer", r, world), table[size_t(r) * 4 + 2 * k],
+              sum);
+      }
     }
+    entry("recipe.yaml", int64_t(state.recipe_yaml.size()),
+          Checksum64(state.recipe_yaml.data(), state.recipe_yaml.size()));
+    m << YAML::EndMap << YAML::EndMap;
+    s = kernels::WriteFileAtomic((tmp_dir / kManifest).string(), std::string(m.c_str()) + "\n");
+    if (!s.ok()) return s;
+
+    fs::remove_all(final_dir, ec);  // an older checkpoint of the same step (a rerun) is replaced
+    fs::rename(tmp_dir, final_dir, ec);
+    if (ec)
+      return absl::InternalError(absl::StrCat(final_dir.string(), ": rename: ", ec.message()));
+    s = FsyncPath(root.string());
+    if (!s.ok()) return s;
+
+    // Keep the newest keep_last checkpoints.
+    std::vector<fs::path> dirs;
+    for (const auto& e : fs::directory_iterator(root, ec)) {
+      const std::string n = e.path().filename().string();
+      if (e.is_directory() && n.rfind("step-", 0) == 0 && n.find(".tmp") == std::string::npos) {
+        dirs.push_back(e.path());
+      }
+    }
+    std::sort(dirs.begin(), dirs.end());
+    for (size_t i = 0; i + keep_last < dirs.size(); ++i) fs::remove_all(dirs[i], ec);
   }
-  std::sort(dirs.begin(), dirs.end());
-  for (size_t i = 0; i + keep_last < dirs.size(); ++i) fs::remove_all(dirs[i], ec);
+  s = group.Barrier();
+  if (!s.ok()) return s;
   return final_dir.string();
+}
+
+absl::StatusOr<std::string> SaveCheckpoint(const std::string& run_dir, const CheckpointState& state,
+                                           int64_t keep_last) {
+  CheckpointShard shard;
+  auto whole = [](const TensorMap& m, std::vector<TensorSlice>* out) {
+    for (const auto& [name, t] : m) out->push_back({name, t.sizes().vec(), 0, t.reshape({-1})});
+  };
+  whole(state.model, &shard.model);
+  whole(state.optimizer, &shard.optimizer);
+  std::shared_ptr<comm::ProcessGroup> one = comm::NewSingleProcessGroup();
+  return SaveShardedCheckpoint(run_dir, state, shard, *one, keep_last);
 }
 
 namespace {
@@ -197,23 +286,106 @@ absl::StatusOr<std::string> ReadVerified(const std::string& ckpt_dir, const YAML
           absl::StrCat(path, ": checksum ", actual, " does not match the manifest's ", expected));
     }
   } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(ckpt_dir, "/", kManifest, ": entry '", name,
-                                                   "' is malformed: ", e.what()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(ckpt_dir, "/", kManifest, ": entry '", name, "' is malformed: ", e.what()));
   }
   return bytes;
 }
 
-absl::StatusOr<TensorMap> ParseTensors(std::string bytes, const std::string& path) {
+// Adds the slices of one shard file to `pieces` (name -> whole shape and its slices).
+struct Pieces {
+  std::vector<int64_t> shape;
+  std::vector<std::pair<int64_t, torch::Tensor>> slices;  // begin, values
+};
+
+absl::Status ParseSlices(std::string bytes, const std::string& path,
+                         std::map<std::string, Pieces>* pieces) {
   absl::StatusOr<kernels::SafetensorsFile> file =
       kernels::SafetensorsFile::Parse(std::move(bytes), path);
   if (!file.ok()) return file.status();
-  TensorMap out;
+  const std::map<std::string, std::string>& meta = file->metadata();
   for (const kernels::TensorInfo& info : file->tensors()) {
+    auto shape_it = meta.find("qat.shape." + info.name);
+    auto begin_it = meta.find("qat.begin." + info.name);
+    if (shape_it == meta.end() || begin_it == meta.end() || info.shape.size() != 1) {
+      return absl::DataLossError(absl::StrCat(path, ": tensor '", info.name,
+                                              "' is not a 1-D slice with qat.shape/qat.begin"));
+    }
+    std::vector<int64_t> shape;
+    int64_t begin = 0;
+    try {
+      for (absl::string_view d : absl::StrSplit(shape_it->second, ',', absl::SkipEmpty())) {
+        shape.push_back(std::stoll(std::string(d)));
+      }
+      begin = std::stoll(begin_it->second);
+    } catch (const std::exception&) {
+      return absl::DataLossError(absl::StrCat(path, ": bad slice metadata of '", info.name, "'"));
+    }
+    int64_t numel = 1;
+    for (int64_t d : shape) {
+      if (d < 0 || (d > 0 && numel > (int64_t{1} << 40) / d)) {
+        return absl::DataLossError(absl::StrCat(path, ": bad shape of '", info.name, "'"));
+      }
+      numel *= d;
+    }
+    if (begin < 0 || begin + info.shape[0] > numel) {
+      return absl::DataLossError(absl::StrCat(path, ": slice of '", info.name, "' at ", begin,
+                                              " + ", info.shape[0], " exceeds its ", numel,
+                                              " elements"));
+    }
+    Pieces& p = (*pieces)[info.name];
+    if (!p.slices.empty() && p.shape != shape) {
+      return absl::DataLossError(
+          absl::StrCat(path, ": '", info.name, "' has another shape in another shard"));
+    }
+    p.shape = shape;
     absl::StatusOr<std::vector<float>> values = file->ReadF32(info.name);
     if (!values.ok()) return values.status();
-    out[info.name] = torch::from_blob(values->data(), info.shape, torch::kFloat32).clone();
+    p.slices.emplace_back(
+        begin, torch::from_blob(values->data(), {info.shape[0]}, torch::kFloat32).clone());
+  }
+  return absl::OkStatus();
+}
+
+// Whole tensors from their slices; every element must be covered exactly once.
+absl::StatusOr<TensorMap> Assemble(std::map<std::string, Pieces>& pieces, const std::string& dir) {
+  TensorMap out;
+  for (auto& [name, p] : pieces) {
+    std::sort(p.slices.begin(), p.slices.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
+    torch::Tensor whole = torch::empty(p.shape, torch::kFloat32);
+    torch::Tensor flat = whole.view({-1});
+    int64_t next = 0;
+    for (const auto& [begin, values] : p.slices) {
+      if (begin != next) {
+        return absl::DataLossError(absl::StrCat(dir, ": tensor '", name, "' has ",
+                                                begin < next ? "overlapping slices" : "a gap",
+                                                " at element ", std::min(begin, next)));
+      }
+      flat.narrow(0, begin, values.numel()).copy_(values);
+      next = begin + values.numel();
+    }
+    if (next != flat.numel()) {
+      return absl::DataLossError(absl::StrCat(dir, ": tensor '", name, "' is incomplete: ", next,
+                                              " of ", flat.numel(), " elements"));
+    }
+    out[name] = whole;
   }
   return out;
+}
+
+// Reads, verifies and assembles every shard file of one kind ("model" or "optimizer").
+absl::StatusOr<TensorMap> LoadKind(const std::string& ckpt_dir, const YAML::Node& manifest,
+                                   int64_t world, const char* kind) {
+  std::map<std::string, Pieces> pieces;
+  for (int64_t r = 0; r < world; ++r) {
+    const std::string name = ShardFileName(kind, r, world);
+    absl::StatusOr<std::string> bytes = ReadVerified(ckpt_dir, manifest, name);
+    if (!bytes.ok()) return bytes.status();
+    absl::Status s = ParseSlices(std::move(*bytes), (fs::path(ckpt_dir) / name).string(), &pieces);
+    if (!s.ok()) return s;
+  }
+  return Assemble(pieces, ckpt_dir);
 }
 
 }  // namespace
@@ -234,16 +406,15 @@ absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& ckpt_dir, bool
   absl::StatusOr<std::string> recipe = ReadVerified(ckpt_dir, *manifest, "recipe.yaml");
   if (!recipe.ok()) return recipe.status();
   state.recipe_yaml = *recipe;
-  absl::StatusOr<std::string> model = ReadVerified(ckpt_dir, *manifest, "model.safetensors");
-  if (!model.ok()) return model.status();
-  absl::StatusOr<TensorMap> tensors =
-      ParseTensors(std::move(*model), (fs::path(ckpt_dir) / "model.safetensors").string());
+  if (state.world_size < 1 || state.world_size > 1000000) {
+    return absl::DataLossError(
+        absl::StrCat(ckpt_dir, "/", kManifest, ": bad world_size ", state.world_size));
+  }
+  absl::StatusOr<TensorMap> tensors = LoadKind(ckpt_dir, *manifest, state.world_size, "model");
   if (!tensors.ok()) return tensors.status();
   state.model = std::move(*tensors);
   if (load_optimizer) {
-    absl::StatusOr<std::string> optim = ReadVerified(ckpt_dir, *manifest, "optimizer.safetensors");
-    if (!optim.ok()) return optim.status();
-    tensors = ParseTensors(std::move(*optim), (fs::path(ckpt_dir) / "optimizer.safetensors").string());
+    tensors = LoadKind(ckpt_dir, *manifest, state.world_size, "optimizer");
     if (!tensors.ok()) return tensors.status();
     state.optimizer = std::move(*tensors);
   }
@@ -308,8 +479,8 @@ absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path,
   }
   std::string latest = FindLatestCheckpoint(path, skipped);
   if (latest.empty()) {
-    return absl::NotFoundError(absl::StrCat(path, ": holds no valid checkpoint (looked in ", path,
-                                            "/checkpoints)"));
+    return absl::NotFoundError(
+        absl::StrCat(path, ": holds no valid checkpoint (looked in ", path, "/checkpoints)"));
   }
   return latest;
 }

@@ -1,14 +1,25 @@
-// Checkpoints: everything a run needs to continue bit for bit.
+// Checkpoints: everything a run needs to continue bit for bit, written by every rank in parallel.
 //
-// Layout of one checkpoint, RUN_DIR/checkpoints/step-NNNNNNNN/:
-//   model.safetensors      latent weights (F32), Hugging Face names
-//   optimizer.safetensors  AdamW moments, "<param>.exp_avg" / "<param>.exp_avg_sq" (F32)
-//   recipe.yaml            the fully resolved recipe of the run
-//   manifest.yaml          written last: format, step, world_size, sharding, recipe_hash,
-//                          optimizer_step, loss, and for each file its size and 64-bit checksum
-// A checkpoint is written into step-NNNNNNNN.tmp/, every file fsynced, the manifest last, then the
-// directory is renamed into place: a crash leaves either the old set of checkpoints or the new
-// one, never a half-written checkpoint with a manifest. Loading verifies sizes and checksums.
+// Layout of one checkpoint, RUN_DIR/checkpoints/step-NNNNNNNN/ (format "qat-checkpoint-2"):
+//   model-RRRRR-of-WWWWW.safetensors      rank R's slices of the latent weights (and learnable
+//                                         quantizer scales), Hugging Face names
+//   optimizer-RRRRR-of-WWWWW.safetensors  rank R's slices of the AdamW moments,
+//                                         "<param>.exp_avg" / "<param>.exp_avg_sq"
+//   recipe.yaml                           the fully resolved recipe of the run
+//   manifest.yaml                         written last: format, step, world_size, sharding,
+//                                         recipe_hash, loss, and for each file its size and
+//                                         64-bit checksum (Checksum64, hex)
+// A shard file is a safetensors file whose tensors are 1-D F32 slices of flattened (row-major)
+// tensors: tensor NAME holds elements [begin, begin + n) of the whole tensor, with
+// __metadata__ "qat.shape.NAME" = the whole shape ("256,768") and "qat.begin.NAME" = begin.
+// The slices of all ranks cover every element of every tensor exactly once, whatever the
+// sharding mode, so any world size and mode can load any checkpoint (resharding): loading
+// assembles whole tensors and checks the coverage.
+// Writing: rank 0 makes step-NNNNNNNN.tmp/, every rank writes and fsyncs its files, the sizes and
+// checksums are summed over the ranks, rank 0 writes the recipe and the manifest, renames the
+// directory into place and fsyncs its parent: a crash leaves either the old set of checkpoints
+// or the new one, never a half-written checkpoint with a manifest. Loading verifies every size
+// and checksum.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +31,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "comm/process_group.h"
 #include "trainer/recipe.h"
 
 namespace qat::trainer {
@@ -27,22 +39,40 @@ namespace qat::trainer {
 using TensorMap = std::map<std::string, torch::Tensor>;
 
 struct CheckpointState {
-  int64_t step = 0;            // optimizer steps completed
+  int64_t step = 0;  // optimizer steps completed
   int64_t world_size = 1;
   std::string sharding = "ddp";
-  double loss = 0.0;           // training loss of the last step
-  std::string recipe_yaml;     // resolved recipe
-  TensorMap model;             // name -> F32 CPU tensor
-  TensorMap optimizer;         // name -> F32 CPU tensor
+  double loss = 0.0;        // training loss of the last step
+  std::string recipe_yaml;  // resolved recipe
+  TensorMap model;          // name -> F32 CPU tensor
+  TensorMap optimizer;      // name -> F32 CPU tensor
 };
 
-// Writes a checkpoint for `state.step` under run_dir and removes all but the newest keep_last.
-// Returns the checkpoint directory.
+// One rank's part of a checkpoint.
+struct TensorSlice {
+  std::string name;
+  std::vector<int64_t> shape;  // of the whole tensor
+  int64_t begin = 0;           // first element of the slice in the flattened tensor
+  torch::Tensor values;        // 1-D, F32
+};
+struct CheckpointShard {
+  std::vector<TensorSlice> model, optimizer;
+};
+
+// Writes a checkpoint for `state.step` (its model / optimizer maps ignored) from every rank's
+// `shard`, under run_dir, and removes all but the newest keep_last. Collective over `group`.
+// Returns the checkpoint directory (on every rank).
+absl::StatusOr<std::string> SaveShardedCheckpoint(const std::string& run_dir,
+                                                  const CheckpointState& state,
+                                                  const CheckpointShard& shard,
+                                                  comm::ProcessGroup& group, int64_t keep_last);
+// A one-process checkpoint of whole tensors (state.model, state.optimizer).
 absl::StatusOr<std::string> SaveCheckpoint(const std::string& run_dir, const CheckpointState& state,
                                            int64_t keep_last);
 
-// Loads a checkpoint directory (one holding manifest.yaml), verifying every checksum.
-// With load_optimizer = false the optimizer file is neither read nor required.
+// Loads a checkpoint directory (one holding manifest.yaml), verifying every checksum, and
+// assembles whole tensors from the shards. With load_optimizer = false the optimizer files are
+// neither read nor required.
 absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& ckpt_dir, bool load_optimizer);
 
 // Resolves a path given by a user: a checkpoint directory, or a run directory (its newest valid
@@ -79,6 +109,13 @@ struct CheckpointInfo {
   bool valid = false;
 };
 absl::StatusOr<CheckpointInfo> InspectCheckpoint(const std::string& ckpt_dir);
+
+// Fault injection for the crash-recovery tests: when the environment holds
+// QAT_FAULT_KILL=WHERE:STEP:RANK and this is rank RANK reaching point WHERE ("step": the end of
+// training step STEP; "checkpoint": step STEP's checkpoint after this rank's shard files are
+// written, before the manifest), the process kills itself with SIGKILL, once: the file named by
+// QAT_FAULT_ONCE (required) is created first, and its existence disarms the fault on reruns.
+void FaultPoint(const std::string& where, int64_t step, int rank);
 
 // 64-bit checksum of a byte string (fast multiply-xor hash, not cryptographic).
 uint64_t Checksum64(const void* data, size_t size);

@@ -169,11 +169,38 @@ absl::StatusOr<LmEval> EvaluatePacked(const kernels::PackedModel& model,
   return out;
 }
 
+namespace {
+
+const data::Tokenizer& ByteTokenizerInstance() {
+  static const std::unique_ptr<data::Tokenizer> byte = data::MakeByteTokenizer();
+  return *byte;
+}
+
+// BOS (when the tokenizer has one) + the prompt's tokens, all inside the model's vocabulary.
+absl::StatusOr<std::vector<int32_t>> PromptIds(const data::Tokenizer& tok, const std::string& prompt,
+                                               int64_t vocab) {
+  if (tok.vocab_size() > vocab) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "generation: the ", tok.kind(), " tokenizer has ", tok.vocab_size(),
+        " tokens, the model only ", vocab, " (is it the model's tokenizer?)"));
+  }
+  absl::StatusOr<std::vector<int32_t>> encoded = tok.Encode(prompt);
+  if (!encoded.ok()) return encoded.status();
+  std::vector<int32_t> ids;
+  if (tok.bos_id() >= 0) ids.push_back(tok.bos_id());
+  ids.insert(ids.end(), encoded->begin(), encoded->end());
+  if (ids.empty()) return absl::InvalidArgumentError("generation: empty prompt and no BOS token");
+  return ids;
+}
+
+}  // namespace
+
 absl::StatusOr<Generation> GeneratePacked(const kernels::PackedModel& model,
                                           const std::string& prompt, const SamplingOptions& opt) {
-  data::ByteTokenizer tok;
-  std::vector<int32_t> ids = {data::ByteTokenizer::kBos};
-  for (int32_t id : tok.Encode(prompt)) ids.push_back(id);
+  const data::Tokenizer& tok = opt.tokenizer ? *opt.tokenizer : ByteTokenizerInstance();
+  absl::StatusOr<std::vector<int32_t>> prompt_ids = PromptIds(tok, prompt, model.config().vocab_size);
+  if (!prompt_ids.ok()) return prompt_ids.status();
+  std::vector<int32_t> ids = *std::move(prompt_ids);
   const int64_t V = model.config().vocab_size;
   const int64_t budget = std::min<int64_t>(opt.max_new_tokens,
                                            model.config().max_seq_len - int64_t(ids.size()));
@@ -189,7 +216,7 @@ absl::StatusOr<Generation> GeneratePacked(const kernels::PackedModel& model,
   Clock::time_point t1 = Clock::now();
   for (int64_t i = 0; i < budget; ++i) {
     int32_t next = kernels::SampleToken(last.data(), V, float(opt.temperature), int(opt.top_k), rng);
-    if (next == data::ByteTokenizer::kEos) break;
+    if (next == tok.eos_id()) break;
     generated.push_back(next);
     if (i + 1 == budget) break;
     logits = session.Forward(&next, 1);
@@ -199,16 +226,19 @@ absl::StatusOr<Generation> GeneratePacked(const kernels::PackedModel& model,
   const double decode_s = Since(t1);
   g.new_tokens = int64_t(generated.size());
   g.decode_tokens_per_s = decode_s > 0 ? double(generated.size()) / decode_s : 0.0;
-  g.text = prompt + tok.Decode(generated);
+  absl::StatusOr<std::string> text = tok.Decode(generated);
+  if (!text.ok()) return text.status();
+  g.text = prompt + *text;
   return g;
 }
 
 absl::StatusOr<Generation> GenerateTorch(CausalLM& model, const std::string& prompt,
                                          const SamplingOptions& opt) {
   torch::NoGradGuard no_grad;
-  data::ByteTokenizer tok;
-  std::vector<int32_t> ids = {data::ByteTokenizer::kBos};
-  for (int32_t id : tok.Encode(prompt)) ids.push_back(id);
+  const data::Tokenizer& tok = opt.tokenizer ? *opt.tokenizer : ByteTokenizerInstance();
+  absl::StatusOr<std::vector<int32_t>> prompt_ids = PromptIds(tok, prompt, model->config().vocab_size);
+  if (!prompt_ids.ok()) return prompt_ids.status();
+  std::vector<int32_t> ids = *std::move(prompt_ids);
   const int64_t V = model->config().vocab_size;
   const int64_t budget = std::min<int64_t>(opt.max_new_tokens,
                                            model->config().max_seq_len - int64_t(ids.size()));
@@ -223,14 +253,16 @@ absl::StatusOr<Generation> GenerateTorch(CausalLM& model, const std::string& pro
     last = last.to(torch::kCPU, torch::kFloat32).contiguous();
     int32_t next = kernels::SampleToken(last.data_ptr<float>(), V, float(opt.temperature),
                                         int(opt.top_k), rng);
-    if (next == data::ByteTokenizer::kEos) break;
+    if (next == tok.eos_id()) break;
     generated.push_back(next);
     ids.push_back(next);
   }
   const double secs = Since(t0);
   g.new_tokens = int64_t(generated.size());
   g.decode_tokens_per_s = secs > 0 ? double(generated.size()) / secs : 0.0;
-  g.text = prompt + tok.Decode(generated);
+  absl::StatusOr<std::string> text = tok.Decode(generated);
+  if (!text.ok()) return text.status();
+  g.text = prompt + *text;
   return g;
 }
 

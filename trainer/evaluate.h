@@ -63,8 +63,11 @@ struct SamplingOptions {
   double temperature = 0.8;
   int64_t top_k = 40;
   uint64_t seed = 1;
+  // Encodes the prompt and decodes the sample; null: the byte tokenizer. Not owned.
+  const data::Tokenizer* tokenizer = nullptr;
 };
-// Generation with the packed runtime (KV cache). The prompt is BOS + its bytes; stops at EOS.
+// Generation with the packed runtime (KV cache). The prompt is BOS (when the tokenizer has one)
+// + its tokens; stops at EOS.
 absl::StatusOr<Generation> GeneratePacked(const kernels::PackedModel& model,
                                           const std::string& prompt, const SamplingOptions& opt);
 // Generation with libtorch (no KV cache: the whole prefix is recomputed per token).

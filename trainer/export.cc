@@ -2,32 +2,105 @@
 
 #include <torch/torch.h>
 
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "data/tokens.h"
+#include "kernels/lowbit.h"
 #include "kernels/safetensors.h"
 #include "kernels/ternary.h"
+#include "trainer/model.h"
 #include "trainer/train.h"
 
 namespace qat::trainer {
 namespace {
 
+// Per-tensor and per-channel scales of int2/int4 are written once per this many columns.
+constexpr int64_t kReplicatedGroup = 128;
+
 void AddF32(kernels::SafetensorsWriter& w, const std::string& name, const torch::Tensor& t) {
   torch::Tensor c = t.detach().to(torch::kCPU, torch::kFloat32).contiguous();
-  w.Add(name, kernels::DType::kF32, c.sizes().vec(), c.data_ptr<float>(), c.numel() * sizeof(float));
+  w.Add(name, kernels::DType::kF32, c.sizes().vec(), c.data_ptr<float>(),
+        c.numel() * sizeof(float));
+}
+
+// Writes the storage of one fake-quantized linear `name` (see export.h) and returns the format
+// ("f32" when its values are stored dense).
+std::string AddQuantizedLinear(kernels::SafetensorsWriter& w, const std::string& name,
+                               const QuantizedWeight& q, const ExportOptions& options) {
+  const quant::QuantSpec& spec = q.quantizer->spec();
+  if (spec.int8_activations) w.SetMetadata("qat.act." + name, "int8");
+  const torch::Tensor weight = q.weight.detach().to(torch::kCPU, torch::kFloat32);
+  const torch::Tensor scale =
+      q.scale.defined() ? q.scale.detach().to(torch::kCPU, torch::kFloat32) : torch::Tensor();
+  const quant::QuantParts parts = q.quantizer->Decompose(weight, scale);
+  const int64_t rows = weight.size(0), cols = weight.size(1);
+  const int64_t scale_groups = parts.scale.size(1);  // 1 unless per_group
+
+  if (parts.levels <= 3 && scale_groups == 1) {
+    // Ternary t = u - 1 with scale s; binary b = 2u - 1 with s = scale / 2 (both exact).
+    const bool binary = parts.levels == 2;
+    torch::Tensor trits =
+        (binary ? parts.codes.to(torch::kInt8) * 2 - 1 : parts.codes.to(torch::kInt8) - 1)
+            .contiguous();
+    torch::Tensor s = (binary ? parts.scale * 0.5 : parts.scale).reshape({-1}).contiguous();
+    const bool three = options.ternary_format == "ternary3";
+    const int64_t row_bytes =
+        three ? kernels::Ternary3RowBytes(cols) : kernels::TernaryRowBytes(cols);
+    std::vector<uint8_t> packed(static_cast<size_t>(rows * row_bytes));
+    if (three) {
+      kernels::PackTernary3(trits.data_ptr<int8_t>(), rows, cols, packed.data());
+    } else {
+      kernels::PackTernary(trits.data_ptr<int8_t>(), rows, cols, packed.data());
+    }
+    w.Add(name, kernels::DType::kU8, {rows, row_bytes}, packed.data(), packed.size());
+    AddF32(w, name + ".scale", s);
+    const std::string format = three ? "ternary3" : "ternary2";
+    w.SetMetadata("qat.quant." + name, format);
+    return format;
+  }
+  if (parts.levels > 16) {
+    AddF32(w, name, parts.Dequantize());  // int8: the quantized values, dense
+    return "f32";
+  }
+  const int bits = parts.levels <= 4 ? 2 : 4;
+  const int64_t group = scale_groups > 1 ? cols / scale_groups : kReplicatedGroup;
+  const int64_t groups = kernels::IntKGroupsPerRow(group, cols);
+  // [R, C] -> [rows, groups]: per_group has C == groups already; otherwise C == 1 and the row's
+  // (or the tensor's) scale and zero point are repeated over the groups.
+  const torch::Tensor s = parts.scale.expand({rows, groups}).contiguous();
+  const torch::Tensor z = parts.zero.expand({rows, groups}).contiguous();
+  torch::Tensor codes = parts.codes.contiguous();
+  std::vector<uint8_t> packed(static_cast<size_t>(rows * kernels::IntKRowBytes(bits, cols)));
+  kernels::PackIntK(codes.data_ptr<uint8_t>(), rows, cols, bits, packed.data());
+  w.Add(name, kernels::DType::kU8, {rows, kernels::IntKRowBytes(bits, cols)}, packed.data(),
+        packed.size());
+  AddF32(w, name + ".scale", s.reshape({-1}));
+  AddF32(w, name + ".zero", z.reshape({-1}));
+  const std::string format = bits == 2 ? "int2" : "int4";
+  w.SetMetadata("qat.quant." + name, format);
+  w.SetMetadata("qat.group." + name, absl::StrCat(group));
+  return format;
 }
 
 }  // namespace
 
-absl::StatusOr<ExportReport> ExportPacked(const std::string& checkpoint, const std::string& out_path) {
+absl::StatusOr<ExportReport> ExportPacked(const std::string& checkpoint,
+                                          const std::string& out_path,
+                                          const ExportOptions& options) {
+  if (options.ternary_format != "ternary2" && options.ternary_format != "ternary3") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "export: ternary format '", options.ternary_format, "' (expected ternary2 or ternary3)"));
+  }
   absl::StatusOr<LoadedModel> loaded = LoadModelFromCheckpoint(checkpoint);
   if (!loaded.ok()) return loaded.status();
   CausalLM& model = loaded->model;
+  model->to(torch::kCPU, torch::kFloat32);
   const ModelConfig& c = loaded->recipe.model;
   torch::NoGradGuard no_grad;
 
   kernels::SafetensorsWriter w;
   w.SetMetadata("format", "qat-packed");
-  w.SetMetadata("qat.version", "1");
   w.SetMetadata("qat.vocab_size", absl::StrCat(c.vocab_size));
   w.SetMetadata("qat.hidden_size", absl::StrCat(c.hidden_size));
   w.SetMetadata("qat.intermediate_size", absl::StrCat(c.intermediate_size));
@@ -38,9 +111,11 @@ absl::StatusOr<ExportReport> ExportPacked(const std::string& checkpoint, const s
   w.SetMetadata("qat.rope_theta", absl::StrCat(c.rope_theta));
   w.SetMetadata("qat.rms_norm_eps", absl::StrCat(c.rms_norm_eps));
   w.SetMetadata("qat.tie_embeddings", c.tie_embeddings ? "1" : "0");
-  w.SetMetadata("qat.bos_id", absl::StrCat(data::ByteTokenizer::kBos));
-  w.SetMetadata("qat.eos_id", absl::StrCat(data::ByteTokenizer::kEos));
-  w.SetMetadata("qat.tokenizer", "byte");
+  // The training data's tokenizer travels with the model, so that eval decodes with it.
+  absl::StatusOr<std::unique_ptr<data::Tokenizer>> tokenizer =
+      data::LoadTokenizer(loaded->recipe.data.tokenizer);
+  if (!tokenizer.ok()) return tokenizer.status();
+  for (const auto& [key, value] : (*tokenizer)->Metadata()) w.SetMetadata(key, value);
   w.SetMetadata("qat.source_checkpoint", loaded->checkpoint);
 
   ExportReport report;
@@ -51,38 +126,47 @@ absl::StatusOr<ExportReport> ExportPacked(const std::string& checkpoint, const s
   AddF32(w, "model.norm.weight", model->model->norm->weight);
   report.dense_tensors += c.tie_embeddings ? 2 : 3;
 
+  std::map<std::string, QuantizedWeight> quantized;
+  for (QuantizedWeight& q : QuantizedWeights(model)) quantized[q.name] = q;
+  bool version2 = false;  // anything beyond version 1 (ternary2 linears only) in the file
   for (int64_t i = 0; i < c.num_layers; ++i) {
     auto layer = model->model->layers[i]->as<DecoderLayer>();
     const std::string prefix = absl::StrCat("model.layers.", i, ".");
     AddF32(w, prefix + "input_layernorm.weight", layer->input_layernorm->weight);
     AddF32(w, prefix + "post_attention_layernorm.weight", layer->post_attention_layernorm->weight);
     report.dense_tensors += 2;
-    std::pair<const char*, QLinear> linears[] = {
-        {"self_attn.q_proj", layer->self_attn->q_proj}, {"self_attn.k_proj", layer->self_attn->k_proj},
-        {"self_attn.v_proj", layer->self_attn->v_proj}, {"self_attn.o_proj", layer->self_attn->o_proj},
-        {"mlp.gate_proj", layer->mlp->gate_proj},       {"mlp.up_proj", layer->mlp->up_proj},
-        {"mlp.down_proj", layer->mlp->down_proj}};
+    std::pair<const char*, QLinear> linears[] = {{"self_attn.q_proj", layer->self_attn->q_proj},
+                                                 {"self_attn.k_proj", layer->self_attn->k_proj},
+                                                 {"self_attn.v_proj", layer->self_attn->v_proj},
+                                                 {"self_attn.o_proj", layer->self_attn->o_proj},
+                                                 {"mlp.gate_proj", layer->mlp->gate_proj},
+                                                 {"mlp.up_proj", layer->mlp->up_proj},
+                                                 {"mlp.down_proj", layer->mlp->down_proj}};
     for (auto& [suffix, linear] : linears) {
       const std::string name = prefix + suffix + ".weight";
-      auto* ternary = dynamic_cast<const quant::TernaryQuantizer*>(linear->quantizer().get());
-      if (ternary == nullptr) {
-        AddF32(w, name, linear->effective_weight());
-        ++report.dense_tensors;
-        continue;
+      if (linear->bias.defined()) {
+        AddF32(w, name + ".bias", linear->bias);
+        version2 = true;
       }
-      quant::TernaryParts parts = ternary->Decompose(linear->weight);
-      torch::Tensor trits = parts.trits.contiguous();
-      const int64_t rows = trits.size(0), cols = trits.size(1);
-      std::vector<uint8_t> packed(static_cast<size_t>(rows * kernels::TernaryRowBytes(cols)));
-      kernels::PackTernary(trits.data_ptr<int8_t>(), rows, cols, packed.data());
-      w.Add(name, kernels::DType::kU8, {rows, kernels::TernaryRowBytes(cols)}, packed.data(),
-            packed.size());
-      AddF32(w, name + ".scale", parts.scale.reshape({-1}));
-      w.SetMetadata("qat.quant." + name, "ternary2");
-      ++report.packed_tensors;
-      report.packed_weights += rows * cols;
+      auto q = quantized.find(name);
+      std::string format = "f32";
+      if (q == quantized.end()) {
+        AddF32(w, name, linear->weight);
+      } else {
+        format = AddQuantizedLinear(w, name, q->second, options);
+        version2 |= format != "ternary2" || q->second.quantizer->spec().int8_activations;
+      }
+      ++report.linears_by_format[format];
+      if (format == "f32") {
+        ++report.dense_tensors;
+        if (q != quantized.end()) ++report.dense_quantized;
+      } else {
+        ++report.packed_tensors;
+        report.packed_weights += linear->weight.numel();
+      }
     }
   }
+  w.SetMetadata("qat.version", version2 ? "2" : "1");
   for (const auto& p : model->parameters()) report.fp32_bytes += p.numel() * 4;
   const std::string bytes = w.Serialize();
   report.file_bytes = static_cast<int64_t>(bytes.size());

@@ -7,6 +7,8 @@
 // regularizer needs double backward through it.
 #pragma once
 
+#include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -22,19 +24,28 @@
 
 namespace qat::trainer {
 
-// A bias-free linear layer whose weight goes through a fake quantizer (when one is set).
+// A linear layer whose weight goes through a fake quantizer (when one is set), and whose input
+// goes through int8 per-token fake quantization when the quantizer asks for it.
 class QLinearImpl : public torch::nn::Module {
  public:
-  QLinearImpl(int64_t in, int64_t out, std::shared_ptr<quant::WeightQuantizer> quantizer);
+  // bias: add a learned [out] bias (never quantized; Qwen2's q/k/v projections have one).
+  QLinearImpl(int64_t in, int64_t out, std::shared_ptr<quant::WeightQuantizer> quantizer,
+              bool bias = false);
   torch::Tensor forward(const torch::Tensor& x);
   // The weight the forward pass multiplies by (fake-quantized or latent).
   torch::Tensor effective_weight();
   const std::shared_ptr<quant::WeightQuantizer>& quantizer() const { return quantizer_; }
+  // Sets the quantizer (while the model is built). One with a learned scale registers the
+  // parameter "weight_scale" (1-D, quantizer->ScaleShape), 1 until InitWeights,
+  // InitQuantizerScales or a checkpoint gives it its value.
+  void SetQuantizer(std::shared_ptr<quant::WeightQuantizer> quantizer);
   // Multiplies in this dtype (e.g. bf16) and returns the input's dtype: mixed precision that
   // works the same on libtorch 1.13 and 2.x, without depending on the autocast API.
   // Unset: the input's own dtype.
   void set_compute_dtype(std::optional<torch::Dtype> dtype) { compute_dtype_ = dtype; }
   torch::Tensor weight;
+  torch::Tensor bias;  // [out]; undefined when the layer has none
+  torch::Tensor weight_scale;  // the learned quantizer scale; undefined unless there is one
 
  private:
   std::shared_ptr<quant::WeightQuantizer> quantizer_;
@@ -93,17 +104,37 @@ class LlamaModelImpl : public torch::nn::Module {
 };
 TORCH_MODULE(LlamaModel);
 
+// What a forward pass records (distillation, the smoothness regularizer at block inputs).
+struct BlockTrace {
+  std::vector<torch::Tensor> inputs;   // the input of each block (inputs[0]: the embeddings)
+  std::vector<torch::Tensor> outputs;  // the output of each block (before the final norm)
+};
+
+// A fake-quantized weight of a model, with its name and learned scale (undefined if none).
+struct QuantizedWeight {
+  std::string name;  // e.g. "model.layers.0.mlp.up_proj.weight"
+  torch::Tensor weight, scale;
+  std::shared_ptr<quant::WeightQuantizer> quantizer;
+};
+
 // LlamaModel plus the LM head (HF's LlamaForCausalLM).
 class CausalLMImpl : public torch::nn::Module {
  public:
-  // quant: the recipe's quant section; method none gives the full-precision model.
+  // quant: the recipe's quant section; method none gives the full-precision model. Each block
+  // linear gets the quantizer of LayerQuantConfig(quant, its weight name); so do the LM head
+  // (quant.lm_head) and the embedding (quant.embeddings), never with int8 activations.
+  // BuildModel checks the recipe first; constructing directly with a bad one throws.
   CausalLMImpl(const ModelConfig& c, const QuantConfig& quant);
   // tokens: [B, T] int64 -> logits [B, T, vocab]
   torch::Tensor forward(const torch::Tensor& tokens);
   // The embedding lookup, and the rest of the model from given input embeddings (so that the
   // gradient with respect to the embeddings can be taken).
   torch::Tensor Embed(const torch::Tensor& tokens);
-  torch::Tensor ForwardFromEmbeddings(const torch::Tensor& embeddings);
+  // trace (optional) records each block's input and output; input_offsets (optional, one per
+  // block) are added to each block's input, offsets[0] to the embeddings (finite differences of
+  // the smoothness regularizer at block inputs).
+  torch::Tensor ForwardFromEmbeddings(const torch::Tensor& embeddings, BlockTrace* trace = nullptr,
+                                      const std::vector<torch::Tensor>* input_offsets = nullptr);
   // The embedding / LM-head weights as the forward pass uses them.
   torch::Tensor EmbeddingWeight();
   torch::Tensor LmHeadWeight();
@@ -112,6 +143,16 @@ class CausalLMImpl : public torch::nn::Module {
   // Compute dtype of every linear layer (the LM head included); unset: the activations' dtype.
   void SetComputeDtype(std::optional<torch::Dtype> dtype);
   const QuantConfig& quant() const { return quant_; }
+  // The embedding's fake quantizer (null unless quant.embeddings).
+  const std::shared_ptr<quant::WeightQuantizer>& embedding_quantizer() const {
+    return embed_quantizer_;
+  }
+  // How a decoder block is applied: (layer index, the block, x, cos, sin) -> block output.
+  // Unset: a plain call. Sharded training (FSDP) sets it to gather the block's parameters
+  // around the call; see trainer/sharding.h.
+  using LayerRunner = std::function<torch::Tensor(int64_t, DecoderLayerImpl&, const torch::Tensor&,
+                                                  const torch::Tensor&, const torch::Tensor&)>;
+  void SetLayerRunner(LayerRunner runner) { layer_runner_ = std::move(runner); }
   LlamaModel model{nullptr};
   QLinear lm_head{nullptr};  // null when tied
 
@@ -119,14 +160,25 @@ class CausalLMImpl : public torch::nn::Module {
   ModelConfig config_;
   QuantConfig quant_;
   std::shared_ptr<quant::WeightQuantizer> embed_quantizer_;
+  torch::Tensor embed_scale_;  // model.embed_tokens.weight_scale, when learned
   std::optional<torch::Dtype> compute_dtype_;
+  LayerRunner layer_runner_;
   torch::Tensor rope_cos_, rope_sin_;  // [max_seq_len, head_dim], buffers (not saved)
 };
 TORCH_MODULE(CausalLM);
 
 // Builds the model from a recipe; errors name the bad quant key.
 absl::StatusOr<CausalLM> BuildModel(const ModelConfig& model, const QuantConfig& quant);
-// Initialises every weight deterministically from `seed` (normal(0, std), norms = 1).
+// Every fake-quantized weight of the model (block linears, LM head, embedding), in model order.
+std::vector<QuantizedWeight> QuantizedWeights(CausalLM& model);
+// Sets every learned quantizer scale to the papers' initial value for the current weights.
+void InitQuantizerScales(CausalLM& model);
+// For weights from a checkpoint without learned scales (QAT initialised from a full-precision
+// model, model.init_from): adds NAME.weight_scale = the initial scale of tensors[NAME.weight]
+// for every learned scale of `model` that `tensors` lacks.
+void AddInitialQuantizerScales(CausalLM& model, std::map<std::string, torch::Tensor>* tensors);
+// Initialises every weight deterministically from `seed` (normal(0, std), norms = 1), then the
+// learned quantizer scales from those weights.
 void InitWeights(CausalLM& model, uint64_t seed, double std);
 
 }  // namespace qat::trainer

@@ -22,9 +22,28 @@
 //     with c = 2 lambda B ||v|| / h: one extra forward/backward at the perturbed input. The
 //     perturbation flows through the embedding, so the embedding weights get their share too.
 //     h = fd_step * ||x||; the error is O(h) and is checked against exact in the tests.
+//
+// smoothness.at = block_inputs: the same regularizer at every block's input. With N blocks,
+//   x_l = the input of block l (x_0 = the embeddings, x_l = the output of block l-1) and
+//   v_l = dL'/dx_l (grad_norm) or dL'_S/dx_l - dL'_T/dx_l (grad_match; the teacher's at its own
+//   block inputs, so it needs the student's depth and width), the batch-mean gradients,
+//       R = (1/N) sum_l B ||v_l||^2            (each term is R above taken at x_l)
+//   exact: double backward through all v_l. finite_diff: perturb every block input at once by
+//   an additive offset that flows on through the later blocks, x_l + h v_l/||v|| with
+//   ||v||^2 = sum_l ||v_l||^2; since the offsets are independent inputs,
+//       d/dh dL'/dtheta(offsets h v/||v||) = sum_l (d^2 L'/dtheta dx_l) v_l / ||v||,
+//   so dR/dtheta = (2B/N) sum_l (dv_l/dtheta)^T v_l ~ c (dL'/dtheta(perturbed) - dL'/dtheta)
+//   with c = 2 lambda B ||v|| / (N h), h = fd_step * ||(x_0, ..., x_{N-1})||. Both passes are
+//   summed before one backward. input_grad_norm stays the proxy at the embeddings.
+//
+// Distillation (a teacher given): L = kd_weight * KL_T + (1 - kd_weight) * CE
+//   + hidden_mse_weight * (1/N) sum_l mean((hS_l - hT_l)^2), h_l = the output of block l of the
+//   student and the teacher (same width and depth, see CheckTeacher).
 #pragma once
 
 #include <torch/types.h>
+
+#include <functional>
 
 #include "trainer/model.h"
 #include "trainer/recipe.h"
@@ -32,9 +51,20 @@
 namespace qat::trainer {
 
 struct MicroBatchResult {
-  double loss = 0.0;     // task loss L
-  double penalty = 0.0;  // R (0 when not regularized)
+  double loss = 0.0;             // task loss L
+  double penalty = 0.0;          // R (0 when not regularized)
   double input_grad_norm = 0.0;  // mean_b ||g_b||: the smoothness proxy of this micro batch
+};
+
+// What a data-parallel trainer needs to know about the backward passes of a micro batch.
+struct BackwardHooks {
+  // Called right before the last backward pass into the parameters (the one after which their
+  // .grad is final): bucketed all-reduces start from there, overlapped with that pass.
+  std::function<void()> before_final_backward;
+  // The parameter gradients of each backward pass leave the model right away (FSDP
+  // reduce-scatters them inside the pass), so .grad must never be rescaled after a pass: the
+  // finite-difference grad_norm estimator then folds both of its terms into one pass.
+  bool gradients_leave_each_pass = false;
 };
 
 // Computes the objective on (inputs, targets) [B, T] and accumulates weight * d(total)/dtheta into
@@ -42,7 +72,13 @@ struct MicroBatchResult {
 // lambda = 0 or smoothness.mode = none gives the plain task loss.
 MicroBatchResult BackwardMicroBatch(CausalLM& model, CausalLM* teacher, const torch::Tensor& inputs,
                                     const torch::Tensor& targets, const Recipe& recipe,
-                                    double lambda, double weight);
+                                    double lambda, double weight, const BackwardHooks& hooks = {});
+
+// Whether `teacher` can serve the recipe: hidden-state distillation and grad_match need the
+// student's hidden_size (and num_layers for hidden_mse_weight or block_inputs). Errors name the
+// key and both shapes.
+absl::Status CheckTeacher(const Recipe& recipe, const ModelConfig& student,
+                          const ModelConfig& teacher);
 
 // lambda at `step` (warmup ramp, every_n_steps; 0 on steps without the regularizer).
 double SmoothnessLambda(const SmoothnessConfig& s, int64_t step);

@@ -16,12 +16,15 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "quant/spec.h"
+#include "trainer/hf_config.h"
 
 namespace qat::trainer {
 namespace {
 
 namespace fs = std::filesystem;
-using Target = std::variant<int64_t*, double*, bool*, std::string*, std::vector<std::string>*>;
+using Target = std::variant<int64_t*, double*, bool*, std::string*, std::vector<std::string>*,
+                            std::vector<QuantOverride>*>;
 
 // One schema entry: where the value lives, what it may be, what it means.
 struct Field {
@@ -41,6 +44,8 @@ std::vector<Field> Schema(Recipe* r) {
       {"run.seed", &r->run.seed, 0, 9.2e18, {}, "seed of the model init and the data order"},
       {"run.log_every", &r->run.log_every, 1, 1e9, {}, "log a line every N steps"},
       {"run.save_every", &r->run.save_every, 0, 1e9, {}, "checkpoint every N steps (0: at the end)"},
+      {"run.save_every_minutes", &r->run.save_every_minutes, 0, 1e7, {},
+       "also checkpoint once this many minutes have passed since the last save (0: off)"},
       {"run.keep_last", &r->run.keep_last, 1, 1e6, {}, "checkpoints kept"},
       {"run.resume", &r->run.resume, -kInf, kInf, {"auto", "none"},
        "auto: continue from the newest valid checkpoint in run.dir"},
@@ -59,14 +64,37 @@ std::vector<Field> Schema(Recipe* r) {
       {"model.init_std", &r->model.init_std, 0, 10, {}, "std of the normal weight init"},
       {"model.init_from", &r->model.init_from, -kInf, kInf, {},
        "checkpoint directory whose weights initialise the model"},
-      {"quant.method", &r->quant.method, -kInf, kInf, {"none", "ternary"},
-       "weight quantizer of every linear inside the blocks"},
-      {"quant.granularity", &r->quant.granularity, -kInf, kInf, {"per_tensor", "per_channel"},
-       "one scale per tensor or per output row"},
+      {"model.attention_bias", &r->model.attention_bias, -kInf, kInf, {},
+       "q/k/v projections carry a bias (Qwen2)"},
+      {"model.from_hf", &r->model.from_hf, -kInf, kInf, {},
+       "Hugging Face model directory (LLaMA, Mistral, Qwen2): its config.json sets the model "
+       "keys, its weights initialise the model"},
+      {"quant.method", &r->quant.method, -kInf, kInf, {"none", "ternary", "binary", "int"},
+       "weight quantizer of every linear inside the blocks (quant/quantizer.h)"},
+      {"quant.bits", &r->quant.bits, 2, 8, {}, "method int: 2, 3, 4 or 8 bits"},
+      {"quant.symmetric", &r->quant.symmetric, -kInf, kInf, {},
+       "method int: symmetric grid (true) or min/max with a zero point (false)"},
+      {"quant.granularity", &r->quant.granularity, -kInf, kInf,
+       {"per_tensor", "per_channel", "per_group"},
+       "one scale per tensor, per output row, or per group_size input columns of a row"},
+      {"quant.group_size", &r->quant.group_size, 1, 1e9, {},
+       "per_group: 32, 64 or 128 columns (must divide every quantized layer's input size)"},
+      {"quant.scale", &r->quant.scale, -kInf, kInf, {"none", "lsq", "seq"},
+       "none: from the weights each step; lsq (binary, int 3-4 bit) or seq (ternary, int 2-bit): "
+       "learned parameters NAME.weight_scale"},
+      {"quant.activations", &r->quant.activations, -kInf, kInf, {"none", "int8"},
+       "int8: per-token absmax int8 inputs of every quantized block linear (W1.58A8)"},
       {"quant.embeddings", &r->quant.embeddings, -kInf, kInf, {}, "quantize the embedding too"},
       {"quant.lm_head", &r->quant.lm_head, -kInf, kInf, {}, "quantize the LM head too"},
+      {"quant.overrides", &r->quant.overrides, -kInf, kInf, {},
+       "per-layer keys: a list of {pattern: \"*.mlp.down_proj.*\", bits: 8, ...} (glob over the "
+       "weight name, quote it; keys: method bits symmetric granularity group_size scale "
+       "activations); the first match wins"},
       {"data.train", &r->data.train, -kInf, kInf, {}, "training token shards"},
       {"data.val", &r->data.val, -kInf, kInf, {}, "validation token shards"},
+      {"data.tokenizer", &r->data.tokenizer, -kInf, kInf, {},
+       "tokenizer of the shards: '' (bytes), a tokenizer.json, a tokenizer.model or a directory "
+       "(default with model.from_hf: the model's own)"},
       {"data.seq_len", &r->data.seq_len, 2, 1e7, {}, "tokens per training sequence"},
       {"train.steps", &r->train.steps, 1, 1e12, {}, "optimizer steps"},
       {"train.batch_size", &r->train.batch_size, 1, 1e9, {}, "sequences per step, all ranks"},
@@ -85,10 +113,25 @@ std::vector<Field> Schema(Recipe* r) {
       {"train.device", &r->train.device, -kInf, kInf, {"auto", "cpu", "cuda"},
        "where to train: auto picks cuda when libtorch sees a GPU"},
       {"train.threads", &r->train.threads, 0, 4096, {}, "intra-op threads (0: default)"},
+      {"train.sharding", &r->train.sharding, -kInf, kInf, {"ddp", "zero1", "zero2", "fsdp"},
+       "ddp: replicas, bucketed all-reduce; zero1: + optimizer state sharded; zero2: + gradients "
+       "reduce-scattered; fsdp: + parameters sharded, gathered per block"},
+      {"comm.backend", &r->comm.backend, -kInf, kInf, {"auto", "mpi", "nccl"},
+       "collectives: auto = nccl for CUDA tensors, mpi for CPU tensors"},
+      {"comm.timeout_s", &r->comm.timeout_s, 0.001, 1e7, {},
+       "a collective still running after this many seconds stops the job, naming rank and op"},
+      {"comm.overlap", &r->comm.overlap, -kInf, kInf, {},
+       "start each gradient bucket's reduction during the backward pass"},
       {"distill.teacher", &r->distill.teacher, -kInf, kInf, {},
        "checkpoint directory of the frozen teacher (empty: cross entropy only)"},
       {"distill.temperature", &r->distill.temperature, 0.01, 100, {}, "softmax temperature"},
       {"distill.kd_weight", &r->distill.kd_weight, 0, 1, {}, "loss = w*KL + (1-w)*CE"},
+      {"distill.hidden_mse_weight", &r->distill.hidden_mse_weight, 0, 1e9, {},
+       "+ w * mean over blocks of MSE(student, teacher block outputs); needs equal widths"},
+      {"distill.teacher_sharding", &r->distill.teacher_sharding, -kInf, kInf,
+       {"replicate", "shard"},
+       "replicate: every rank holds the whole teacher; shard: its blocks are split over the "
+       "ranks and gathered one at a time"},
       {"smoothness.mode", &r->smoothness.mode, -kInf, kInf, {"none", "grad_norm", "grad_match"},
        "input-gradient regularizer: penalise ||dL/dx||^2, or ||dL_S/dx - dL_T/dx||^2"},
       {"smoothness.estimator", &r->smoothness.estimator, -kInf, kInf, {"exact", "finite_diff"},
@@ -98,8 +141,9 @@ std::vector<Field> Schema(Recipe* r) {
        "steps over which lambda ramps up from 0"},
       {"smoothness.every_n_steps", &r->smoothness.every_n_steps, 1, 1e9, {},
        "apply the regularizer on one step in N"},
-      {"smoothness.at", &r->smoothness.at, -kInf, kInf, {"embeddings"},
-       "where the input gradient is taken (the embeddings fed to the first block)"},
+      {"smoothness.at", &r->smoothness.at, -kInf, kInf, {"embeddings", "block_inputs"},
+       "where the input gradient is taken: the embeddings fed to the first block, or every "
+       "block's input (the penalty averaged over blocks)"},
       {"smoothness.fd_step", &r->smoothness.fd_step, 1e-8, 1, {},
        "finite_diff step h, relative to the norm of x"},
       {"eval.every", &r->eval.every, 0, 1e12, {}, "validation every N steps (0: at the end)"},
@@ -281,6 +325,9 @@ absl::Status ApplyOverride(const std::string& assignment, const std::vector<Fiel
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<QuantOverride>> ParseQuantOverrides(const std::string& key,
+                                                               const Leaf& leaf);
+
 absl::Status Assign(const Field& field, const Leaf& leaf) {
   const std::string where = absl::StrCat(leaf.origin.Describe(), ": '", field.key, "'");
   const YAML::Node& v = leaf.value;
@@ -338,11 +385,88 @@ absl::Status Assign(const Field& field, const Leaf& leaf) {
         return absl::InvalidArgumentError(absl::StrCat(where, " must be a list of strings"));
       }
       **p = x;
+    } else if (auto* p = std::get_if<std::vector<QuantOverride>*>(&field.target)) {
+      absl::StatusOr<std::vector<QuantOverride>> x = ParseQuantOverrides(field.key, leaf);
+      if (!x.ok()) return x.status();
+      **p = *std::move(x);
     }
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(where, ": ", e.msg));
   }
   return absl::OkStatus();
+}
+
+// The quant keys a per-layer override may set.
+const std::vector<std::string>& OverrideKeys() {
+  static const std::vector<std::string> keys = {"method",     "bits",  "symmetric",  "granularity",
+                                                "group_size", "scale", "activations"};
+  return keys;
+}
+
+// quant.overrides: a list of maps {pattern, KEY: value, ...}; every value is checked as the
+// section's own key would be, and reported as quant.overrides[I].KEY.
+absl::StatusOr<std::vector<QuantOverride>> ParseQuantOverrides(const std::string& key,
+                                                               const Leaf& leaf) {
+  const YAML::Node& v = leaf.value;
+  std::vector<QuantOverride> out;
+  if (v.IsNull()) return out;
+  auto at = [&](const YAML::Node& n) {
+    Origin o = leaf.origin;
+    if (o.line > 0 && n.Mark().line >= 0) o.line = n.Mark().line + 1;  // a file: the item's line
+    return o;
+  };
+  auto error = [&](const YAML::Node& n, const std::string& path, const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat(at(n).Describe(), ": '", path, "' ", what));
+  };
+  if (!v.IsSequence()) {
+    return error(v, key, "must be a list of maps {pattern: GLOB, KEY: value, ...}");
+  }
+  Recipe scratch;
+  const std::vector<Field> schema = Schema(&scratch);
+  std::vector<std::string> known = OverrideKeys();
+  known.push_back("pattern");
+  for (size_t i = 0; i < v.size(); ++i) {
+    const YAML::Node item = v[i];
+    const std::string path = absl::StrCat(key, "[", i, "]");
+    if (!item.IsMap()) return error(item, path, "must be a map {pattern: GLOB, KEY: value, ...}");
+    QuantOverride o;
+    for (const auto& kv : item) {
+      const std::string k = kv.first.IsScalar() ? kv.first.Scalar() : "";
+      const std::string kpath = absl::StrCat(path, ".", k);
+      if (k == "pattern") {
+        if (!kv.second.IsScalar() || kv.second.Scalar().empty()) {
+          return error(kv.first, kpath, "must be a non-empty glob over weight names");
+        }
+        o.pattern = kv.second.Scalar();
+        continue;
+      }
+      if (std::find(known.begin(), known.end(), k) == known.end()) {
+        return absl::InvalidArgumentError(absl::StrCat(at(kv.first).Describe(), ": unknown key '",
+                                                       kpath, "'", Suggestion(k, known)));
+      }
+      Field f = *FindField("quant." + k, schema);
+      f.key = kpath;
+      absl::Status s = Assign(f, Leaf{kv.second, at(kv.first)});
+      if (!s.ok()) return s;
+      o.values.emplace_back(k, kv.second.IsNull() ? "" : kv.second.Scalar());
+    }
+    if (o.pattern.empty()) return error(item, path, "needs a 'pattern' (a glob over weight names)");
+    out.push_back(std::move(o));
+  }
+  return out;
+}
+
+// `quant` with the values of one override (already checked) in place of its own.
+QuantConfig ApplyQuantOverride(const QuantConfig& quant, const QuantOverride& o) {
+  Recipe scratch;
+  scratch.quant = quant;
+  const std::vector<Field> schema = Schema(&scratch);
+  for (const auto& [k, text] : o.values) {
+    const Field* f = FindField("quant." + k, schema);
+    if (f == nullptr) continue;
+    Assign(*f, Leaf{YAML::Node(text), Origin{"quant.overrides", 0}}).IgnoreError();
+  }
+  return scratch.quant;
 }
 
 // Checks that involve more than one key.
@@ -370,10 +494,25 @@ absl::Status CheckConsistency(const Recipe& r, const std::string& file) {
   if (r.smoothness.mode == "grad_match" && r.distill.teacher.empty()) {
     return err("smoothness.mode grad_match needs a teacher (distill.teacher)");
   }
+  if (r.distill.hidden_mse_weight > 0 && r.distill.teacher.empty()) {
+    return err("distill.hidden_mse_weight needs a teacher (distill.teacher)");
+  }
+  // The quantizer of the section, and that of every override (merged into the section).
+  for (size_t i = 0; i <= r.quant.overrides.size(); ++i) {
+    const bool base = i == r.quant.overrides.size();
+    const QuantConfig q = base ? r.quant : ApplyQuantOverride(r.quant, r.quant.overrides[i]);
+    if (q.method == "none") continue;
+    absl::StatusOr<quant::QuantSpec> spec = quant::MakeQuantSpec(
+        ToQuantWords(q), base ? "quant." : absl::StrCat("quant.overrides[", i, "]."));
+    if (!spec.ok()) return err(std::string(spec.status().message()));
+  }
   return absl::OkStatus();
 }
 
-absl::StatusOr<Recipe> Build(const std::map<std::string, Leaf>& leaves, const std::string& file) {
+// resolve_hf: fill the model keys from model.from_hf's config.json (a recipe file being loaded;
+// not a resolved copy read back from a checkpoint, which holds them already).
+absl::StatusOr<Recipe> Build(const std::map<std::string, Leaf>& leaves, const std::string& file,
+                             bool resolve_hf = false) {
   Recipe recipe;
   recipe.path = file;
   std::vector<Field> schema = Schema(&recipe);
@@ -381,12 +520,59 @@ absl::StatusOr<Recipe> Build(const std::map<std::string, Leaf>& leaves, const st
     absl::Status s = Assign(*FindField(key, schema), leaf);
     if (!s.ok()) return s;
   }
+  if (resolve_hf && !recipe.model.from_hf.empty()) {
+    std::set<std::string> explicit_keys;
+    for (const auto& [key, leaf] : leaves) explicit_keys.insert(key);
+    absl::Status s = ApplyHfConfig(recipe.model.from_hf, explicit_keys, &recipe.model, &recipe.data);
+    if (!s.ok()) return absl::Status(s.code(), absl::StrCat(file, ": model.from_hf: ", s.message()));
+  }
   absl::Status s = CheckConsistency(recipe, file);
   if (!s.ok()) return s;
   return recipe;
 }
 
 }  // namespace
+
+bool GlobMatch(const std::string& pattern, const std::string& text) {
+  // Greedy matching with one backtrack point (the last '*'): linear in practice.
+  size_t p = 0, t = 0, star = std::string::npos, star_t = 0;
+  while (t < text.size()) {
+    if (p < pattern.size() && (pattern[p] == '?' || pattern[p] == text[t])) {
+      ++p, ++t;
+    } else if (p < pattern.size() && pattern[p] == '*') {
+      star = p++, star_t = t;
+    } else if (star != std::string::npos) {
+      p = star + 1, t = ++star_t;
+    } else {
+      return false;
+    }
+  }
+  while (p < pattern.size() && pattern[p] == '*') ++p;
+  return p == pattern.size();
+}
+
+quant::QuantWords ToQuantWords(const QuantConfig& q) {
+  quant::QuantWords w;
+  w.method = q.method;
+  w.bits = q.bits;
+  w.symmetric = q.symmetric;
+  w.granularity = q.granularity;
+  w.group_size = q.group_size;
+  w.scale = q.scale;
+  w.activations = q.activations;
+  return w;
+}
+
+QuantConfig LayerQuantConfig(const QuantConfig& quant, const std::string& weight_name,
+                             std::string* key_prefix) {
+  for (size_t i = 0; i < quant.overrides.size(); ++i) {
+    if (!GlobMatch(quant.overrides[i].pattern, weight_name)) continue;
+    if (key_prefix != nullptr) *key_prefix = absl::StrCat("quant.overrides[", i, "].");
+    return ApplyQuantOverride(quant, quant.overrides[i]);
+  }
+  if (key_prefix != nullptr) *key_prefix = "quant.";
+  return quant;
+}
 
 absl::StatusOr<Recipe> LoadRecipe(const std::string& path, const std::vector<std::string>& overrides) {
   Recipe scratch;
@@ -399,7 +585,7 @@ absl::StatusOr<Recipe> LoadRecipe(const std::string& path, const std::vector<std
     s = ApplyOverride(o, schema, &leaves);
     if (!s.ok()) return s;
   }
-  return Build(leaves, path);
+  return Build(leaves, path, /*resolve_hf=*/true);
 }
 
 absl::StatusOr<Recipe> ParseRecipeText(const std::string& text, const std::string& origin) {
@@ -433,6 +619,15 @@ std::string RecipeToYaml(const Recipe& recipe) {
             out << YAML::Flow << YAML::BeginSeq;
             for (const auto& x : *p) out << x;
             out << YAML::EndSeq;
+          } else if constexpr (std::is_same_v<T, std::vector<QuantOverride>>) {
+            out << YAML::Flow << YAML::BeginSeq;
+            for (const QuantOverride& o : *p) {
+              out << YAML::BeginMap << YAML::Key << "pattern" << YAML::Value << YAML::DoubleQuoted
+                  << o.pattern;
+              for (const auto& [k, text] : o.values) out << YAML::Key << k << YAML::Value << text;
+              out << YAML::EndMap;
+            }
+            out << YAML::EndSeq;
           } else if constexpr (std::is_same_v<T, std::string>) {
             out << YAML::DoubleQuoted << *p;
           } else if constexpr (std::is_same_v<T, double>) {
@@ -462,6 +657,7 @@ std::string RecipeSchemaDoc() {
           if constexpr (std::is_same_v<T, bool>) os << "bool, default " << (*p ? "true" : "false");
           if constexpr (std::is_same_v<T, std::string>) os << "string, default '" << *p << "'";
           if constexpr (std::is_same_v<T, std::vector<std::string>>) os << "list of strings";
+          if constexpr (std::is_same_v<T, std::vector<QuantOverride>>) os << "list of maps";
         },
         f.target);
     if (!f.choices.empty()) os << ", one of " << absl::StrJoin(f.choices, "|");

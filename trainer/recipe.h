@@ -9,9 +9,11 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "quant/spec.h"
 
 namespace qat::trainer {
 
@@ -20,6 +22,7 @@ struct RunConfig {
   int64_t seed = 1234;
   int64_t log_every = 10;
   int64_t save_every = 0;  // 0: only at the end
+  double save_every_minutes = 0;  // also checkpoint when this long has passed since the last one
   int64_t keep_last = 2;
   std::string resume = "auto";  // auto | none
   int64_t stop_after = 0;  // stop this invocation once this step is reached (0: run to the end)
@@ -38,18 +41,51 @@ struct ModelConfig {
   bool tie_embeddings = false;
   double init_std = 0.02;
   std::string init_from;  // checkpoint whose weights initialise this model (QAT from a teacher)
+  bool attention_bias = false;  // q/k/v projections carry a bias (Qwen2)
+  // Hugging Face model directory (trainer/hf.h): its config.json sets the dimensions above when
+  // the recipe is loaded, and its weights initialise the model (unless init_from is set).
+  std::string from_hf;
 };
 
+// Per-layer quant keys (mixed precision): for a quantized layer whose weight name (e.g.
+// model.layers.3.mlp.down_proj.weight) matches `pattern` (* any run of characters, ? one
+// character), these keys replace the section's. `values` hold the keys as written (method, bits,
+// symmetric, granularity, group_size, scale, activations), checked when the recipe is loaded.
+struct QuantOverride {
+  std::string pattern;
+  std::vector<std::pair<std::string, std::string>> values;
+};
+
+// Weight quantizers (quant/quantizer.h has the math).
 struct QuantConfig {
-  std::string method = "ternary";  // none | ternary
-  std::string granularity = "per_tensor";
+  std::string method = "ternary";  // none | ternary | binary | int
+  int64_t bits = 4;                // int: 2, 3, 4 or 8
+  bool symmetric = true;           // int: false = min/max with a float zero point
+  std::string granularity = "per_tensor";  // per_tensor | per_channel | per_group
+  int64_t group_size = 128;        // per_group: 32, 64 or 128 columns
+  std::string scale = "none";      // none (from the weights) | lsq | seq (learned parameters)
+  std::string activations = "none";  // none | int8 (per token, into each quantized block linear)
   bool embeddings = false;  // quantize the token embedding too
   bool lm_head = false;     // quantize the LM head too
+  std::vector<QuantOverride> overrides;  // the first match wins
 };
+
+// The quant keys in force for the layer whose weight is `weight_name`: the section's, replaced by
+// the values of the first override whose pattern matches. `key_prefix` (if not null) receives
+// the recipe path those keys are reported under: "quant." or "quant.overrides[I].".
+QuantConfig LayerQuantConfig(const QuantConfig& quant, const std::string& weight_name,
+                             std::string* key_prefix = nullptr);
+// The quantizer words of a quant section (or of LayerQuantConfig's result).
+quant::QuantWords ToQuantWords(const QuantConfig& quant);
+// Glob match: '*' matches any run of characters (dots included), '?' any one character.
+bool GlobMatch(const std::string& pattern, const std::string& text);
 
 struct DataConfig {
   std::vector<std::string> train;  // token shards
   std::vector<std::string> val;
+  // Tokenizer of the shards (data/tokens.h LoadTokenizer): "" = bytes, a tokenizer.json,
+  // tokenizer.model or a directory holding one; eval decodes with it, exports record it.
+  std::string tokenizer;
   int64_t seq_len = 128;
 };
 
@@ -68,12 +104,22 @@ struct TrainConfig {
   std::string dtype = "fp32";  // fp32 | bf16: compute dtype of the linears (master weights fp32)
   std::string device = "auto";  // auto (cuda when available) | cpu | cuda
   int64_t threads = 0;     // intra-op threads per rank, 0: libtorch default
+  std::string sharding = "ddp";  // ddp | zero1 | zero2 | fsdp (see trainer/sharding.h)
+};
+
+// Collectives of multi-rank runs (comm/).
+struct CommConfig {
+  std::string backend = "auto";  // auto (nccl for CUDA tensors, mpi for CPU) | mpi | nccl
+  double timeout_s = 600.0;      // a collective not done after this long stops the job
+  bool overlap = true;           // start gradient reductions during the backward pass
 };
 
 struct DistillConfig {
   std::string teacher;  // checkpoint directory of the frozen teacher; empty: plain CE
   double temperature = 1.0;
   double kd_weight = 1.0;  // loss = kd_weight * KL + (1 - kd_weight) * CE
+  double hidden_mse_weight = 0.0;  // + this * mean over blocks of MSE(student, teacher outputs)
+  std::string teacher_sharding = "replicate";  // replicate | shard (blocks gathered per use)
 };
 
 // Input-gradient regularizers (MISSION.md, "Smoothness, not only fitting"); see trainer/objective.h.
@@ -83,7 +129,7 @@ struct SmoothnessConfig {
   double lambda = 0.0;
   int64_t lambda_warmup_steps = 0;  // lambda ramps linearly from 0 over these steps
   int64_t every_n_steps = 1;        // regularize one step in N
-  std::string at = "embeddings";    // where x is taken: the token embeddings fed to block 0
+  std::string at = "embeddings";    // where x is taken: embeddings | block_inputs (objective.h)
   double fd_step = 1e-3;            // finite_diff: h as a fraction of ||x||
 };
 
@@ -103,6 +149,7 @@ struct Recipe {
   QuantConfig quant;
   DataConfig data;
   TrainConfig train;
+  CommConfig comm;
   DistillConfig distill;
   SmoothnessConfig smoothness;
   EvalConfig eval;

@@ -12,11 +12,17 @@
 namespace qat::trainer {
 
 struct TrainResult {
-  int64_t steps_run = 0;      // steps this invocation ran (0 when the run was already complete)
+  int64_t steps_run = 0;  // steps this invocation ran (0 when the run was already complete)
   int64_t final_step = 0;
-  double final_loss = 0.0;    // training loss of the last step
-  double val_loss = 0.0;      // mean validation NLL at the end (nan when no data.val)
-  std::string checkpoint;     // the final checkpoint directory
+  double final_loss = 0.0;  // training loss of the last step
+  double val_loss = 0.0;    // mean validation NLL at the end (nan when no data.val)
+  std::string checkpoint;   // the final checkpoint directory
+  // Steady-state speed of this invocation: the training steps after its first one (which pays
+  // for allocations and warm-up), excluding evaluation and checkpoints.
+  int64_t timed_steps = 0;
+  double timed_seconds = 0.0;
+  double tokens_per_s = 0.0;        // global tokens (all ranks) per second
+  double comm_wait_fraction = 0.0;  // share of the step time blocked on collectives (rank 0)
 };
 
 absl::StatusOr<TrainResult> Train(const Recipe& recipe, comm::ProcessGroup& group);

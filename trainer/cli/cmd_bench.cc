@@ -1,7 +1,9 @@
-// qat bench [kernels]: packed ternary kernels vs dense fp32 libtorch on the same shapes, measured
-// side by side in one run. Weights are rotated over enough copies that every call streams them
-// from memory rather than from the last-level cache.
+// qat bench [kernels]: every packed format on our kernels vs the dense libtorch product on the
+// same shapes, measured side by side in one run, on the CPU (fp32 baseline) and on a CUDA GPU
+// (bf16 baseline: cuBLAS through libtorch). Method and columns: kernels/kernel_bench.h.
+// qat bench comm: collective bus bandwidth over MPI (comm/bench.h).
 #include <torch/torch.h>
+#include <torch/cuda.h>
 
 #include <algorithm>
 #include <chrono>
@@ -12,8 +14,8 @@
 #include "absl/strings/str_split.h"
 #include "comm/bench.h"
 #include "comm/process_group.h"
-#include "kernels/lowbit.h"
-#include "kernels/ternary.h"
+#include "kernels/kernel_bench.h"
+#include "kernels/runtime.h"
 #include "kernels/thread_pool.h"
 #include "trainer/cli/commands.h"
 #include "trainer/cli/flags.h"
@@ -22,8 +24,8 @@ namespace qat::cli {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr int64_t kRotateBytes = 256ll << 20;  // well beyond any last-level cache here
 
+// Median of `iters` timed calls of fn(call index) in microseconds, after one untimed call.
 template <typename Fn>
 double MedianMicros(int iters, Fn fn) {
   std::vector<double> t;
@@ -37,25 +39,73 @@ double MedianMicros(int iters, Fn fn) {
   return t[t.size() / 2];
 }
 
-double MemoryBandwidthGBs() {
-  const size_t n = size_t(kRotateBytes);
-  std::vector<char> a(n, 1), b(n, 2);
-  double us = MedianMicros(5, [&](int) { std::memcpy(b.data(), a.data(), n); });
-  return 2.0 * double(n) / (us * 1e3);  // read + write
+// Copies of one random dense matrix, enough to exceed kBenchRotateBytes (at least 2).
+std::vector<torch::Tensor> DenseCopies(int64_t rows, int64_t cols, const torch::TensorOptions& o) {
+  const int64_t bytes = rows * cols * static_cast<int64_t>(o.dtype().itemsize());
+  const int64_t n = std::max<int64_t>(2, kernels::kBenchRotateBytes / bytes + 1);
+  std::vector<torch::Tensor> copies;
+  torch::Tensor first = torch::randn({rows, cols}, o);
+  for (int64_t i = 0; i < n; ++i) copies.push_back(i == 0 ? first : first.clone());
+  return copies;
+}
+
+// The dense baseline on the CPU: libtorch fp32 (mv for one row, matmul otherwise).
+double TorchFp32Micros(int64_t rows, int64_t cols, int64_t m, int iters) {
+  torch::NoGradGuard no_grad;
+  const std::vector<torch::Tensor> w = DenseCopies(rows, cols, torch::kFloat32);
+  const torch::Tensor x = torch::randn({m, cols});
+  return MedianMicros(iters, [&](int i) {
+    const torch::Tensor& wi = w[i % w.size()];
+    torch::Tensor out = m == 1 ? torch::mv(wi, x[0]) : torch::matmul(x, wi.t());
+  });
+}
+
+// The dense baseline on the GPU: cuBLAS bf16 through libtorch; -1 when libtorch has no CUDA. The
+// mean of `iters` back-to-back calls between synchronizations (median of 5 such means).
+double TorchCudaBf16Micros(int64_t rows, int64_t cols, int64_t m, int iters) {
+  if (!torch::cuda::is_available()) return -1.0;
+  torch::NoGradGuard no_grad;
+  const auto options = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
+  const std::vector<torch::Tensor> w = DenseCopies(rows, cols, options);
+  const torch::Tensor x = torch::randn({m, cols}, options);
+  std::vector<double> means;
+  for (int rep = 0; rep < 6; ++rep) {
+    torch::cuda::synchronize();
+    const Clock::time_point start = Clock::now();
+    for (int i = 0; i < iters; ++i) {
+      const torch::Tensor& wi = w[i % w.size()];
+      torch::Tensor out = m == 1 ? torch::mv(wi, x[0]) : torch::matmul(x, wi.t());
+    }
+    torch::cuda::synchronize();
+    if (rep > 0) {  // the first round warms up (cuBLAS handles, workspaces)
+      means.push_back(std::chrono::duration<double, std::micro>(Clock::now() - start).count() /
+                      iters);
+    }
+  }
+  std::sort(means.begin(), means.end());
+  return means[means.size() / 2];
 }
 
 }  // namespace
 
 int BenchMain(int argc, char** argv) {
-  constexpr char kUsage[] = "qat bench [kernels] [--threads N] [--iters N] [--shapes OUTxIN,...] [--m M]";
+  constexpr char kUsage[] =
+      "qat bench [kernels] [--device cpu|cuda|all] [--threads N] [--iters N] [--shapes OUTxIN,...] "
+      "[--m M] [--quick]";
+  if (argc > 2 && std::string(argv[2]) == "interop") return BenchInteropMain(argc, argv);
   Args args;
   int code = 0;
-  if (!ParseCommand(argc, argv, "bench", kUsage,
-                    {{"threads", true, false, "threads for ours and for libtorch (default: all)"},
-                     {"iters", true, false, "timed calls per measurement (default 20)"},
-                     {"shapes", true, false, "comma list of OUTxIN (default 4096x4096,4096x14336,14336x4096)"},
-                     {"m", true, false, "also time matrix-matrix with M activation rows (default 8)"}},
-                    &args, &code)) {
+  if (!ParseCommand(
+          argc, argv, "bench", kUsage,
+          {{"threads", true, false, "threads for ours and for libtorch (default: all)"},
+           {"iters", true, false, "timed calls per measurement (default 20; 7 at >= 2^27 weights)"},
+           {"shapes", true, false,
+            "comma list of OUTxIN (default 4096x4096,4096x14336,8192x8192,28672x8192)"},
+           {"m", true, false, "also time matrix-matrix with M activation rows (default 8)"},
+           {"device", true, false,
+            "cpu, cuda or all (default: all = cpu, and cuda when a GPU is visible)"},
+           {"quick", false, false, "3 timed calls per CPU measurement"}},
+          &args, &code)) {
     return code;
   }
   if (!args.positional().empty() && args.positional()[0] == "comm") {
@@ -64,84 +114,64 @@ int BenchMain(int argc, char** argv) {
     if (!world.ok()) return Fail("bench", std::string(world.status().message()));
     absl::Status s = comm::RunCommBenchAndPrint(**world, comm::CommBenchOptions{}, stdout);
     if (!s.ok()) return Fail("bench", std::string(s.message()));
+    // NCCL too when this build has it and every rank has a GPU (one GPU per rank).
+    if (comm::NcclBuilt()) {
+      absl::StatusOr<std::shared_ptr<comm::ProcessGroup>> nccl =
+          comm::NewNcclGroup(comm::ProcessGroupOptions{});
+      if (nccl.ok()) {
+        s = comm::RunCommBenchAndPrint(**nccl, comm::CommBenchOptions{}, stdout);
+        if (!s.ok()) return Fail("bench", std::string(s.message()));
+      } else if ((*world)->rank() == 0) {
+        std::printf("(nccl: %s)\n", std::string(nccl.status().message()).c_str());
+      }
+    }
     return 0;
   }
   if (!args.positional().empty() && args.positional()[0] != "kernels") {
     return Fail("bench", "unknown benchmark '" + args.positional()[0] +
-                             "' (expected: kernels, comm)");
+                             "' (expected: kernels, comm, interop)");
   }
   absl::StatusOr<int64_t> threads = args.GetInt("threads", 0), iters = args.GetInt("iters", 20),
                           m = args.GetInt("m", 8);
   for (const absl::Status& s : {threads.status(), iters.status(), m.status()}) {
     if (!s.ok()) return Fail("bench", std::string(s.message()));
   }
-  std::vector<std::pair<int64_t, int64_t>> shapes;
+  if (*iters < 1 || *m < 1 || *m > 4096) {
+    return Fail("bench", "--iters must be >= 1 and --m in [1, 4096]");
+  }
+  const std::string device = args.Get("device", "all");
+  if (device != "cpu" && device != "cuda" && device != "all") {
+    return Fail("bench", "--device: expected cpu, cuda or all, got '" + device + "'");
+  }
+  kernels::KernelBenchOptions options;
+  options.m = *m;
+  options.iters = static_cast<int>(*iters);
+  options.quick = args.Has("quick");
   for (absl::string_view item :
-       absl::StrSplit(args.Get("shapes", "4096x4096,4096x14336,14336x4096"), ',')) {
+       absl::StrSplit(args.Get("shapes", "4096x4096,4096x14336,8192x8192,28672x8192"), ',')) {
     std::vector<std::string> parts = absl::StrSplit(item, 'x');
     int64_t r = 0, c = 0;
     if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &r) || !absl::SimpleAtoi(parts[1], &c) ||
-        r <= 0 || c <= 0) {
-      return Fail("bench", "--shapes: expected OUTxIN, got '" + std::string(item) + "'");
+        r <= 0 || c <= 0 || r > (1 << 20) || c > (1 << 20)) {
+      return Fail("bench", "--shapes: expected OUTxIN (each in [1, 2^20]), got '" +
+                               std::string(item) + "'");
     }
-    shapes.emplace_back(r, c);
+    options.shapes.emplace_back(r, c);
   }
-  kernels::ThreadPool pool(static_cast<int>(*threads));
-  torch::set_num_threads(pool.size());
-  const kernels::Isa isa = kernels::BestIsa();
-  const double bw = MemoryBandwidthGBs();
-  std::printf("bench kernels: %d threads, ternary kernels %s, libtorch %s fp32 (%d threads); "
-              "measured memcpy bandwidth %.1f GB/s\n",
-              pool.size(), kernels::IsaName(isa), TORCH_VERSION, torch::get_num_threads(), bw);
-  std::printf("%-13s %-6s %12s %12s %12s %8s %10s %10s\n", "shape", "op", "ternary_us", "scalar_us",
-              "torch_fp32_us", "speedup", "tern_GB/s", "fp32_GB/s");
-  std::mt19937 rng(7);
-  for (auto [rows, cols] : shapes) {
-    const int64_t packed_bytes = rows * kernels::TernaryRowBytes(cols);
-    const int64_t dense_bytes = rows * cols * 4;
-    const int tcopies = int(std::max<int64_t>(1, kRotateBytes / packed_bytes + 1));
-    const int dcopies = int(std::max<int64_t>(2, kRotateBytes / dense_bytes + 1));
-    std::vector<std::vector<uint8_t>> packed(tcopies);
-    std::vector<int8_t> trits(size_t(rows * cols));
-    std::uniform_int_distribution<int> trit(-1, 1);
-    for (auto& t : trits) t = int8_t(trit(rng));
-    for (auto& p : packed) {
-      p.resize(size_t(packed_bytes));
-      kernels::PackTernary(trits.data(), rows, cols, p.data());
-    }
-    std::vector<torch::Tensor> dense;
-    for (int i = 0; i < dcopies; ++i) dense.push_back(torch::randn({rows, cols}));
-    const float scale = 0.05f;
-    for (int64_t mm : {int64_t(1), *m}) {
-      torch::Tensor x = torch::randn({mm, cols});
-      std::vector<float> y(size_t(mm * rows));
-      auto ternary = [&](kernels::Isa which, kernels::ThreadPool* p) {
-        return MedianMicros(int(*iters), [&](int i) {
-          kernels::TernaryView w{rows, cols, packed[i % tcopies].data(), &scale, 1};
-          if (mm == 1) {
-            kernels::TernaryGemv(w, x.data_ptr<float>(), y.data(), which, p);
-          } else {
-            kernels::TernaryGemm(w, x.data_ptr<float>(), mm, y.data(), which, p);
-          }
-        });
-      };
-      const double t_ours = ternary(isa, &pool);
-      const double t_scalar = ternary(kernels::Isa::kScalar, &pool);
-      const double t_torch = MedianMicros(int(*iters), [&](int i) {
-        torch::Tensor out = mm == 1 ? torch::mv(dense[i % dcopies], x[0])
-                                    : torch::matmul(x, dense[i % dcopies].t());
-      });
-      std::printf("%-13s %-6s %12.1f %12.1f %12.1f %7.2fx %10.1f %10.1f\n",
-                  (std::to_string(rows) + "x" + std::to_string(cols)).c_str(),
-                  mm == 1 ? "gemv" : ("M=" + std::to_string(mm)).c_str(), t_ours, t_scalar,
-                  t_torch, t_torch / t_ours, packed_bytes / (t_ours * 1e3),
-                  dense_bytes / (t_torch * 1e3));
-    }
+  if (device != "cuda") {
+    kernels::ThreadPool pool(static_cast<int>(*threads));
+    torch::set_num_threads(pool.size());
+    std::printf("libtorch %s fp32 baseline on %d threads\n", TORCH_VERSION,
+                torch::get_num_threads());
+    kernels::RunCpuKernelBench(options, pool, TorchFp32Micros, stdout);
   }
-  std::printf("speedup = torch fp32 time / ternary time on the same shape, same run; GB/s counts "
-              "weight bytes only (memcpy bandwidth above is read+write).\n\n");
-  // The other packed formats against our own fp32 kernel (same rotation of weight copies).
-  kernels::PrintLowbitBench(pool, static_cast<int>(*iters));
+  if (device == "cuda" || (device == "all" && kernels::CudaDeviceAvailable())) {
+    std::printf("\n");
+    absl::Status s = kernels::RunGpuKernelBench(options, TorchCudaBf16Micros, stdout);
+    if (!s.ok()) return Fail("bench", std::string(s.message()));
+  } else if (device == "all") {
+    std::printf("\n(no CUDA GPU visible: GPU kernels not benchmarked)\n");
+  }
   return 0;
 }
 

@@ -2,6 +2,7 @@
 // (our kernels, no libtorch matmuls) or a libtorch checkpoint (fake-quantized as in training).
 #include <torch/torch.h>
 
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <optional>
@@ -45,6 +46,62 @@ absl::StatusOr<kernels::Isa> ParseIsa(const std::string& name) {
   return absl::InvalidArgumentError(absl::StrCat("--isa: unknown '", name, "'"));
 }
 
+absl::StatusOr<kernels::Device> ParseDevice(const std::string& name) {
+  if (name.empty() || name == "cpu") return kernels::Device::kCpu;
+  if (name == "cuda") return kernels::Device::kCuda;
+  return absl::InvalidArgumentError(absl::StrCat("--device: expected cpu or cuda, got '", name, "'"));
+}
+
+// Throughput of the packed runtime on this machine: one forward over `prefill` tokens (a prompt
+// of that length), then `decode` single-token steps on its KV cache (greedy, tokens fed back).
+struct Speed {
+  int64_t prefill_tokens = 0, decode_tokens = 0;
+  double prefill_tokens_per_s = 0, decode_tokens_per_s = 0;
+};
+absl::StatusOr<Speed> MeasureSpeed(const kernels::PackedModel& model, int64_t prefill,
+                                   int64_t decode) {
+  using Clock = std::chrono::steady_clock;
+  const kernels::RuntimeConfig& c = model.config();
+  Speed s;
+  s.prefill_tokens = std::max<int64_t>(1, std::min(prefill, c.max_seq_len - 1));
+  s.decode_tokens = std::max<int64_t>(0, std::min(decode, c.max_seq_len - s.prefill_tokens));
+  std::vector<int32_t> prompt(static_cast<size_t>(s.prefill_tokens));
+  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>((i * 7 + 3) % c.vocab_size);
+  kernels::Session session = model.NewSession();
+  {  // warm-up (first-touch allocations, GPU scratch), not timed
+    absl::StatusOr<std::vector<float>> w = session.Forward(prompt.data(), std::min<int64_t>(8, s.prefill_tokens));
+    if (!w.ok()) return w.status();
+    session.Reset();
+  }
+  Clock::time_point t0 = Clock::now();
+  absl::StatusOr<std::vector<float>> logits = session.Forward(prompt.data(), s.prefill_tokens);
+  if (!logits.ok()) return logits.status();
+  s.prefill_tokens_per_s = s.prefill_tokens / std::max(1e-9, std::chrono::duration<double>(Clock::now() - t0).count());
+  std::mt19937_64 rng(1);
+  Clock::time_point t1 = Clock::now();
+  for (int64_t i = 0; i < s.decode_tokens; ++i) {
+    const float* last = logits->data() + logits->size() - c.vocab_size;
+    const int32_t next = kernels::SampleToken(last, c.vocab_size, 0.0f, 0, rng);
+    logits = session.Forward(&next, 1);
+    if (!logits.ok()) return logits.status();
+  }
+  const double decode_s = std::chrono::duration<double>(Clock::now() - t1).count();
+  s.decode_tokens_per_s = s.decode_tokens > 0 ? s.decode_tokens / std::max(1e-9, decode_s) : 0.0;
+  return s;
+}
+
+// The tokenizer of a packed model: --tokenizer when given, else the byte tokenizer or the one
+// recorded in the file's metadata (data::Tokenizer::Metadata).
+absl::StatusOr<std::unique_ptr<data::Tokenizer>> PackedTokenizer(const std::string& path,
+                                                                 const std::string& kind,
+                                                                 const std::string& flag) {
+  if (!flag.empty()) return data::LoadTokenizer(flag);
+  if (kind == "byte") return data::MakeByteTokenizer();
+  absl::StatusOr<kernels::SafetensorsFile> file = kernels::SafetensorsFile::Open(path);
+  if (!file.ok()) return file.status();
+  return data::TokenizerFromMetadata(file->metadata(), path);
+}
+
 }  // namespace
 
 int EvalMain(int argc, char** argv) {
@@ -67,20 +124,28 @@ int EvalMain(int argc, char** argv) {
            {"seed", true, false, "sampling seed (default 1)"},
            {"threads", true, false, "threads (default: all cores)"},
            {"isa", true, false, "packed kernels: scalar | avx2 | avx512 (default: best)"},
+           {"device", true, false, "packed model: cpu | cuda (default cpu)"},
+           {"speed-tokens", true, false,
+            "packed model: prompt length and decode steps of the speed test (default 128; 0: off)"},
            {"teacher", true, false, "with --ckpt and --metrics: the teacher checkpoint"},
            {"metrics", false, false, "EAR, top-1 agreement, smoothness, effective candidates"},
            {"threshold", true, false, "probability threshold of the candidate count (default 0.01)"},
-           {"json", true, false, "also write the results to this JSON file"}},
+           {"json", true, false, "also write the results to this JSON file"},
+           {"tokenizer", true, false,
+            "tokenizer of the prompt and sample (default: the checkpoint's data.tokenizer, or "
+            "the packed file's qat.tokenizer)"}},
           &args, &code)) {
     return code;
   }
   if (args.Has("model") == args.Has("ckpt")) return Fail("eval", "give exactly one of --model, --ckpt");
   absl::StatusOr<int64_t> windows = args.GetInt("windows", 64), new_tokens = args.GetInt("max-new-tokens", 64),
                           top_k = args.GetInt("top-k", 40), seed = args.GetInt("seed", 1),
-                          threads = args.GetInt("threads", 0), seq_len_flag = args.GetInt("seq-len", 0);
+                          threads = args.GetInt("threads", 0), seq_len_flag = args.GetInt("seq-len", 0),
+                          speed_tokens = args.GetInt("speed-tokens", 128);
   absl::StatusOr<double> temperature = args.GetDouble("temperature", 0.8);
   for (const absl::Status& s : {windows.status(), new_tokens.status(), top_k.status(), seed.status(),
-                                threads.status(), seq_len_flag.status(), temperature.status()}) {
+                                threads.status(), seq_len_flag.status(), temperature.status(),
+                                speed_tokens.status()}) {
     if (!s.ok()) return Fail("eval", std::string(s.message()));
   }
   trainer::SamplingOptions sampling{*new_tokens, *temperature, *top_k, static_cast<uint64_t>(*seed)};
@@ -93,6 +158,11 @@ int EvalMain(int argc, char** argv) {
   trainer::Generation gen;
   bool have_eval = false;
   std::optional<trainer::TeacherComparison> cmp;
+  std::unique_ptr<data::Tokenizer> tokenizer;  // decodes the sample (set below)
+  std::optional<Speed> speed;
+  if (args.Has("device") && !args.Has("model")) {
+    return Fail("eval", "--device applies to packed models (--model); checkpoints run in libtorch");
+  }
   if (args.Has("metrics") && (!args.Has("ckpt") || !args.Has("teacher"))) {
     return Fail("eval", "--metrics needs --ckpt STUDENT and --teacher TEACHER");
   }
@@ -102,6 +172,10 @@ int EvalMain(int argc, char** argv) {
     if (*threads > 0) torch::set_num_threads(static_cast<int>(*threads));
     absl::StatusOr<trainer::LoadedModel> loaded = trainer::LoadModelFromCheckpoint(args.Get("ckpt"));
     if (!loaded.ok()) return Fail("eval", std::string(loaded.status().message()));
+    absl::StatusOr<std::unique_ptr<data::Tokenizer>> tok =
+        data::LoadTokenizer(args.Get("tokenizer", loaded->recipe.data.tokenizer));
+    if (!tok.ok()) return Fail("eval", std::string(tok.status().message()));
+    tokenizer = *std::move(tok);
     kind = absl::StrCat("checkpoint (libtorch, quant ", loaded->recipe.quant.method, ")");
     source = loaded->checkpoint;
     if (data.empty()) data = loaded->recipe.data.val;
@@ -124,6 +198,7 @@ int EvalMain(int argc, char** argv) {
       }
     }
     if (sampling.max_new_tokens > 0) {
+      sampling.tokenizer = tokenizer.get();
       absl::StatusOr<trainer::Generation> g = trainer::GenerateTorch(loaded->model, prompt, sampling);
       if (!g.ok()) return Fail("eval", std::string(g.status().message()));
       gen = *g;
@@ -131,13 +206,24 @@ int EvalMain(int argc, char** argv) {
   } else {
     absl::StatusOr<kernels::Isa> isa = ParseIsa(args.Get("isa"));
     if (!isa.ok()) return Fail("eval", std::string(isa.status().message()));
+    absl::StatusOr<kernels::Device> device = ParseDevice(args.Get("device"));
+    if (!device.ok()) return Fail("eval", std::string(device.status().message()));
     absl::StatusOr<std::unique_ptr<kernels::PackedModel>> model =
-        kernels::PackedModel::Load(args.Get("model"), static_cast<int>(*threads), *isa);
+        kernels::PackedModel::Load(args.Get("model"), static_cast<int>(*threads), *isa, *device);
     if (!model.ok()) return Fail("eval", std::string(model.status().message()));
     source = args.Get("model");
-    kind = absl::StrCat("packed (qat kernels, ", kernels::IsaName(*isa), ", ",
-                        (*model)->packed_linears(), " ternary + ", (*model)->dense_linears(),
-                        " fp32 linears)");
+    absl::StatusOr<std::unique_ptr<data::Tokenizer>> tok = PackedTokenizer(
+        args.Get("model"), (*model)->config().tokenizer, args.Get("tokenizer"));
+    if (!tok.ok()) return Fail("eval", std::string(tok.status().message()));
+    tokenizer = *std::move(tok);
+    kind = absl::StrCat("packed (qat kernels, ",
+                        *device == kernels::Device::kCuda ? "cuda" : kernels::IsaName(*isa), ", ",
+                        (*model)->LinearSummary(), ")");
+    if (*speed_tokens > 0) {
+      absl::StatusOr<Speed> s = MeasureSpeed(**model, *speed_tokens, *speed_tokens);
+      if (!s.ok()) return Fail("eval", std::string(s.status().message()));
+      speed = *s;
+    }
     if (seq_len == 0) seq_len = std::min<int64_t>(128, (*model)->config().max_seq_len);
     if (!data.empty()) {
       absl::StatusOr<data::WindowSampler> val = data::WindowSampler::Open(data, seq_len, 0);
@@ -148,6 +234,7 @@ int EvalMain(int argc, char** argv) {
       have_eval = true;
     }
     if (sampling.max_new_tokens > 0) {
+      sampling.tokenizer = tokenizer.get();
       absl::StatusOr<trainer::Generation> g = trainer::GeneratePacked(**model, prompt, sampling);
       if (!g.ok()) return Fail("eval", std::string(g.status().message()));
       gen = *g;
@@ -175,6 +262,12 @@ int EvalMain(int argc, char** argv) {
                 cmp->student_candidates_above, cmp->teacher_candidates_above, cmp->ear,
                 cmp->top1_agreement, cmp->kl_teacher_student);
   }
+  if (speed) {
+    std::printf("  speed: prefill %.1f tokens/s (%lld-token prompt), decode %.1f tokens/s (%lld "
+                "steps on the KV cache)\n",
+                speed->prefill_tokens_per_s, (long long)speed->prefill_tokens,
+                speed->decode_tokens_per_s, (long long)speed->decode_tokens);
+  }
   if (sampling.max_new_tokens > 0) {
     std::printf("  decode %.1f tokens/s (%lld tokens)\n  sample: %s\n", gen.decode_tokens_per_s,
                 (long long)gen.new_tokens, JsonString(gen.text).c_str());
@@ -196,6 +289,12 @@ int EvalMain(int argc, char** argv) {
           cmp->student_smoothness, cmp->teacher_smoothness, cmp->student_candidates_exp_entropy,
           cmp->teacher_candidates_exp_entropy, cmp->student_candidates_above,
           cmp->teacher_candidates_above);
+    }
+    if (speed) {
+      absl::StrAppendFormat(&j, ", \"prefill_tokens_per_s\": %.6g, \"prefill_tokens\": %d, "
+                            "\"speed_decode_tokens_per_s\": %.6g, \"speed_decode_tokens\": %d",
+                            speed->prefill_tokens_per_s, speed->prefill_tokens,
+                            speed->decode_tokens_per_s, speed->decode_tokens);
     }
     absl::StrAppendFormat(&j, ", \"decode_tokens_per_s\": %.6g, \"new_tokens\": %d, \"sample\": %s}\n",
                           gen.decode_tokens_per_s, gen.new_tokens, JsonString(gen.text));

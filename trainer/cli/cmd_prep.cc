@@ -8,14 +8,18 @@
 namespace qat::cli {
 
 int PrepMain(int argc, char** argv) {
-  constexpr char kUsage[] = "qat prep --out DIR [--val-fraction F] [--fortune] [--seed N] FILE...";
+  constexpr char kUsage[] =
+      "qat prep --out DIR [--tokenizer PATH] [--val-fraction F] [--fortune] [--seed N] FILE...";
   Args args;
   int code = 0;
   if (!ParseCommand(argc, argv, "prep", kUsage,
                     {{"out", true, false, "output directory (train.bin, val.bin)"},
                      {"val-fraction", true, false, "share of documents held out (default 0.05)"},
                      {"fortune", false, false, "documents are separated by lines holding '%'"},
-                     {"seed", true, false, "seed of the train/val split (default 0)"}},
+                     {"seed", true, false, "seed of the train/val split (default 0)"},
+                     {"tokenizer", true, false,
+                      "tokenizer.json (byte-level BPE), tokenizer.model (SentencePiece) or a "
+                      "model directory holding one (default: bytes)"}},
                     &args, &code)) {
     return code;
   }
@@ -23,6 +27,7 @@ int PrepMain(int argc, char** argv) {
   opt.inputs = args.positional();
   opt.out_dir = args.Get("out");
   opt.fortune_format = args.Has("fortune");
+  opt.tokenizer = args.Get("tokenizer");
   absl::StatusOr<double> frac = args.GetDouble("val-fraction", 0.05);
   absl::StatusOr<int64_t> seed = args.GetInt("seed", 0);
   if (!frac.ok()) return Fail("prep", std::string(frac.status().message()));
@@ -34,6 +39,8 @@ int PrepMain(int argc, char** argv) {
   opt.seed = static_cast<uint64_t>(*seed);
   absl::StatusOr<data::PrepStats> stats = data::Prep(opt);
   if (!stats.ok()) return Fail("prep", std::string(stats.status().message()));
+  std::printf("prep: %s tokenizer, vocabulary %lld (%s token ids)\n", stats->tokenizer_kind.c_str(),
+              (long long)stats->vocab_size, stats->vocab_size > 65536 ? "uint32" : "uint16");
   std::printf("prep: %lld documents -> %s/train.bin (%lld documents, %lld tokens), %s/val.bin "
               "(%lld documents, %lld tokens)\n",
               (long long)stats->documents, opt.out_dir.c_str(), (long long)stats->train_documents,

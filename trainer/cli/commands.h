@@ -8,6 +8,8 @@ int TrainMain(int argc, char** argv);   // qat train
 int ExportMain(int argc, char** argv);  // qat export
 int EvalMain(int argc, char** argv);    // qat eval
 int BenchMain(int argc, char** argv);   // qat bench
+int BenchTrainMain(int argc, char** argv);  // qat bench train (argv[1] = "train")
+int BenchInteropMain(int argc, char** argv);  // qat bench interop (cmd_bench_interop.cc)
 int RecipeMain(int argc, char** argv);  // qat recipe check|show|schema
 int CkptMain(int argc, char** argv);    // qat ckpt inspect
 

@@ -127,7 +127,7 @@ constexpr char kUsage[] =
     "  train    train from a YAML recipe (run it under mpirun for several ranks)\n"
     "  export   checkpoint -> packed model file (ternary 2-bit + fp32)\n"
     "  eval     perplexity, speed and generated text of a packed model or a checkpoint\n"
-    "  bench    kernel benchmarks: packed ternary vs dense fp32 libtorch\n"
+    "  bench    kernels: packed low-bit vs dense; comm: bus bandwidth; train RECIPE: step speed\n"
     "  recipe   check | show | schema: validate and print recipes\n"
     "  ckpt     inspect: a checkpoint's step, loss, recipe hash, files and checksums\n"
     "Run 'qat <command> --help' for its flags.\n";
@@ -143,6 +143,9 @@ int main(int argc, char** argv) {
   if (cmd == "train") return qat::cli::TrainMain(argc, argv);
   if (cmd == "export") return qat::cli::ExportMain(argc, argv);
   if (cmd == "eval") return qat::cli::EvalMain(argc, argv);
+  if (cmd == "bench" && argc > 2 && !std::strcmp(argv[2], "train")) {
+    return qat::cli::BenchTrainMain(argc - 1, argv + 1);
+  }
   if (cmd == "bench") return qat::cli::BenchMain(argc, argv);
   if (cmd == "recipe") return qat::cli::RecipeMain(argc, argv);
   if (cmd == "ckpt") return qat::cli::CkptMain(argc, argv);

@@ -1,0 +1,205 @@
+// The CPU half of `qat bench kernels` (kernel_bench.h): every packed format against libtorch's
+// fp32 product (passed in) on the same shapes in the same run. The weights are random valid
+// packed bytes: the kernels have no data-dependent branches, so their values do not change the
+// timing. Each format's copies are made, timed and freed before the next (peak memory stays near
+// one format's rotation plus the caller's).
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/kernel_bench.h"
+#include "kernels/lowbit.h"
+#include "kernels/ternary.h"
+#include "kernels/thread_pool.h"
+
+namespace qat::kernels {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Median of `iters` timed calls of fn(call index), after one untimed warm-up call.
+double MedianMicros(int iters, const std::function<void(int)>& fn) {
+  std::vector<double> times;
+  fn(0);
+  for (int i = 0; i < iters; ++i) {
+    const Clock::time_point start = Clock::now();
+    fn(i + 1);
+    times.push_back(std::chrono::duration<double, std::micro>(Clock::now() - start).count());
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+// A fast deterministic byte and float source (xorshift64*): filling hundreds of MiB with
+// <random> distributions would dominate the benchmark's run time.
+class FastRandom {
+ public:
+  explicit FastRandom(uint64_t seed) : state_(seed * 0x9E3779B97F4A7C15ull + 1) {}
+  uint64_t Next() {
+    state_ ^= state_ >> 12;
+    state_ ^= state_ << 25;
+    state_ ^= state_ >> 27;
+    return state_ * 0x2545F4914F6CDD1Dull;
+  }
+  float Uniform(float lo, float hi) {  // in [lo, hi)
+    return lo + (hi - lo) * static_cast<float>(Next() >> 40) / static_cast<float>(1 << 24);
+  }
+
+ private:
+  uint64_t state_;
+};
+
+// Copies of one packed tensor, enough of them to exceed kBenchRotateBytes in all (at least 2).
+struct Rotation {
+  std::vector<std::vector<uint8_t>> copies;
+  explicit Rotation(const std::vector<uint8_t>& first) {
+    const int64_t n =
+        std::max<int64_t>(2, kBenchRotateBytes / std::max<int64_t>(1, first.size()) + 1);
+    copies.assign(n, first);
+  }
+  const uint8_t* at(int i) const { return copies[i % copies.size()].data(); }
+};
+
+std::vector<uint8_t> RandomBytes(int64_t n, FastRandom& rng,
+                                 const std::function<uint8_t(uint64_t)>& map) {
+  std::vector<uint8_t> bytes(n);
+  for (uint8_t& b : bytes) b = map(rng.Next() >> 32);
+  return bytes;
+}
+
+std::vector<float> RandomFloats(int64_t n, FastRandom& rng, float lo, float hi) {
+  std::vector<float> v(n);
+  for (float& f : v) f = rng.Uniform(lo, hi);
+  return v;
+}
+
+// memcpy of 256 MiB, counted as read + write, in GB/s (median of 5).
+double MemcpyBandwidthGBs() {
+  const size_t n = static_cast<size_t>(kBenchRotateBytes);
+  std::vector<char> a(n, 1), b(n, 2);
+  const double us = MedianMicros(5, [&](int) { std::memcpy(b.data(), a.data(), n); });
+  return 2.0 * static_cast<double>(n) / (us * 1e3);
+}
+
+// One format on one shape: `call(i, x, m, y)` runs the product with weight copy i.
+struct FormatRun {
+  std::string name;
+  int64_t weight_bytes = 0;  // packed bytes + scales (+ zeros) of one copy
+  std::function<void(int, const float*, int64_t, float*)> call;
+};
+
+}  // namespace
+
+void RunCpuKernelBench(const KernelBenchOptions& options, ThreadPool& pool,
+                       const DenseTimer& dense_fp32, std::FILE* out) {
+  const Isa isa = BestIsa();
+  const double bandwidth = MemcpyBandwidthGBs();
+  std::fprintf(out,
+               "bench kernels (CPU): %d threads, kernels %s%s; measured memcpy bandwidth %.1f GB/s "
+               "(read + write); weights rotated over >= %lld MiB per format\n",
+               pool.size(), IsaName(isa),
+               isa == Isa::kAvx512 && CpuHasAvx512Vnni() ? " (+VNNI for int8)" : "", bandwidth,
+               static_cast<long long>(kBenchRotateBytes >> 20));
+  std::fprintf(out, "%-12s %-5s %-14s %11s %11s %8s %8s %6s\n", "shape", "op", "format", "ours_us",
+               "fp32_us", "speedup", "GB/s", "%bw");
+  FastRandom rng(7);
+  for (const auto& [rows, cols] : options.shapes) {
+    const int64_t weights = rows * cols;
+    // Fewer calls where one fp32 call streams about a GB (2 cores take seconds per call).
+    int iters = options.quick ? 3 : std::max(options.iters, 1);
+    if (weights >= (int64_t{1} << 27)) iters = std::min(iters, 7);
+    const std::string shape = absl::StrCat(rows, "x", cols);
+    const int64_t max_m = std::max<int64_t>(1, options.m);
+    const std::vector<float> x = RandomFloats(max_m * cols, rng, -1.0f, 1.0f);
+    std::vector<float> y(max_m * rows);
+    double dense_us[2] = {dense_fp32(rows, cols, 1, iters), dense_fp32(rows, cols, max_m, iters)};
+
+    // The formats, each built (and its copies freed) in turn.
+    const int n_formats = 5;
+    for (int f = 0; f < n_formats; ++f) {
+      std::vector<uint8_t> packed;
+      std::vector<float> scales, zeros;
+      FormatRun run;
+      int bits = 0;
+      int64_t group = 0;
+      if (f <= 1) {  // ternary2, every byte made of codes 0..2 (code 3 -> 1)
+        packed = RandomBytes(rows * TernaryRowBytes(cols), rng, [](uint64_t v) {
+          const uint8_t b = static_cast<uint8_t>(v);
+          const uint8_t code3 = b & (b >> 1) & 0x55;  // low bit of every code 3
+          return static_cast<uint8_t>(b & ~(code3 << 1));
+        });
+        scales = RandomFloats(rows, rng, 0.01f, 0.1f);
+      } else if (f == 2) {
+        packed = RandomBytes(rows * Ternary3RowBytes(cols), rng,
+                             [](uint64_t v) { return static_cast<uint8_t>(v % 243); });
+        scales = RandomFloats(rows, rng, 0.01f, 0.1f);
+      } else {
+        bits = f == 3 ? 2 : 4;
+        group = f == 3 ? 64 : 128;
+        const int64_t params = rows * IntKGroupsPerRow(group, cols);
+        packed = RandomBytes(rows * IntKRowBytes(bits, cols), rng,
+                             [](uint64_t v) { return static_cast<uint8_t>(v); });
+        scales = RandomFloats(params, rng, 0.001f, 0.01f);
+        zeros = RandomFloats(params, rng, 0.0f, (1 << bits) - 1.0f);
+      }
+      const Rotation rot(packed);
+      std::vector<uint8_t>().swap(packed);
+      run.weight_bytes =
+          static_cast<int64_t>(rot.copies[0].size() + 4 * (scales.size() + zeros.size()));
+      std::vector<int8_t> xq(max_m * cols);
+      std::vector<float> xscales(max_m);
+      switch (f) {
+        case 0:
+          run.name = "ternary2";
+          run.call = [&](int i, const float* xp, int64_t m, float* yp) {
+            TernaryGemm(TernaryView{rows, cols, rot.at(i), scales.data(), rows}, xp, m, yp, isa,
+                        &pool);
+          };
+          break;
+        case 1:
+          run.name = "ternary2-a8";  // includes quantizing x, as the runtime does
+          run.call = [&](int i, const float* xp, int64_t m, float* yp) {
+            QuantizeActivationsInt8(xp, m, cols, xq.data(), xscales.data(), isa);
+            TernaryGemmInt8(TernaryView{rows, cols, rot.at(i), scales.data(), rows}, xq.data(),
+                            xscales.data(), m, yp, isa, &pool);
+          };
+          break;
+        case 2:
+          run.name = "ternary3";
+          run.call = [&](int i, const float* xp, int64_t m, float* yp) {
+            Ternary3Gemm(Ternary3View{rows, cols, rot.at(i), scales.data(), rows}, xp, m, yp, isa,
+                         &pool);
+          };
+          break;
+        default:
+          run.name = absl::StrCat("int", bits, "/g", group);
+          run.call = [&](int i, const float* xp, int64_t m, float* yp) {
+            IntKGemm(IntKView{rows, cols, bits, group, rot.at(i), scales.data(), zeros.data()}, xp,
+                     m, yp, isa, &pool);
+          };
+          break;
+      }
+      for (int k = 0; k < 2; ++k) {
+        const int64_t m = k == 0 ? 1 : max_m;
+        if (k == 1 && max_m == 1) break;
+        const double us = MedianMicros(iters, [&](int i) { run.call(i, x.data(), m, y.data()); });
+        const double gbs = static_cast<double>(run.weight_bytes) / (us * 1e3);
+        std::fprintf(out, "%-12s %-5s %-14s %11.1f %11.1f %7.2fx %8.1f %5.1f%%\n", shape.c_str(),
+                     m == 1 ? "gemv" : absl::StrCat("M=", m).c_str(), run.name.c_str(), us,
+                     dense_us[k], dense_us[k] / us, gbs, 100.0 * gbs / bandwidth);
+      }
+    }
+  }
+  std::fprintf(out,
+               "speedup = libtorch fp32 time / ours, same shape, same run; GB/s counts the packed "
+               "weights with their scales and zero points; %%bw = GB/s / measured memcpy "
+               "bandwidth; ternary2-a8 includes quantizing x to int8.\n");
+}
+
+}  // namespace qat::kernels

@@ -1,0 +1,69 @@
+// Internal to the packed runtime (runtime.cc, runtime_load.cc and the CUDA runtime): the weights
+// of a loaded model in host memory, as the loader checked them.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/runtime.h"
+#include "kernels/safetensors.h"
+
+namespace qat::kernels {
+
+class ThreadPool;
+
+// A linear layer y = x W^T (+ bias) with W of logical shape [out, in], stored as `packing` says
+// (runtime.h); only the vectors of its storage are filled.
+struct Linear {
+  int64_t out = 0, in = 0;
+  LinearPacking packing;
+  std::vector<float> dense;    // out x in, kDense
+  std::vector<uint8_t> codes;  // out x row bytes of the format, packed formats
+  std::vector<float> scales;   // ternary: 1 or out; int2/int4: out x groups
+  std::vector<float> zeros;    // int2/int4: out x groups
+  std::vector<float> bias;     // empty or out
+
+  bool packed() const { return packing.format != LinearFormat::kDense; }
+  int bits() const { return packing.format == LinearFormat::kInt2 ? 2 : 4; }  // int2/int4 only
+  int64_t bytes() const;
+  // x is m x in, y is m x out (row-major). Runs the CPU kernels of `isa` on `pool`.
+  void Apply(const float* x, int64_t m, float* y, Isa isa, ThreadPool* pool) const;
+};
+
+struct Layer {
+  std::vector<float> input_norm, post_attention_norm;
+  Linear q, k, v, o, gate, up, down;
+};
+
+// The 7 linears of a layer: HF name suffix, member, and which config sizes give [out, in].
+struct LinearSpec {
+  const char* suffix;
+  Linear Layer::*member;
+  bool out_is_kv, in_is_intermediate, out_is_intermediate;
+};
+inline constexpr LinearSpec kLinearSpecs[] = {
+    {"self_attn.q_proj.weight", &Layer::q, false, false, false},
+    {"self_attn.k_proj.weight", &Layer::k, true, false, false},
+    {"self_attn.v_proj.weight", &Layer::v, true, false, false},
+    {"self_attn.o_proj.weight", &Layer::o, false, false, false},
+    {"mlp.gate_proj.weight", &Layer::gate, false, false, true},
+    {"mlp.up_proj.weight", &Layer::up, false, false, true},
+    {"mlp.down_proj.weight", &Layer::down, false, true, false},
+};
+std::string LayerPrefix(int64_t layer);  // "model.layers.N."
+
+struct ModelWeights {
+  RuntimeConfig config;
+  Linear embed;    // vocab x hidden, dense; also the output projection when tied
+  Linear lm_head;  // empty when tied
+  std::vector<Layer> layers;
+  std::vector<float> final_norm;
+  const Linear& output() const { return config.tie_embeddings ? embed : lm_head; }
+};
+
+// Reads every tensor of a packed export and checks it against the config (runtime.h).
+absl::StatusOr<ModelWeights> LoadModelWeights(const SafetensorsFile& file);
+
+}  // namespace qat::kernels

@@ -1,0 +1,274 @@
+// Sharded data-parallel training under mpirun (run by ctest with 2 and 4 ranks): every sharding
+// mode gives the losses and weights of one rank with the same global batch (fp32, relative 1e-5);
+// FSDP holds about 1/N of the state per rank; checkpoints written by N ranks resume on 1 and the
+// other way round (resharding, across modes).
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "comm/process_group.h"
+#include "torch_test_util.h"
+#include "trainer/checkpoint.h"
+#include "trainer/sharding.h"
+#include "trainer/train.h"
+
+namespace qat::trainer {
+namespace {
+
+namespace fs = std::filesystem;
+
+comm::ProcessGroup& World() {
+  static std::shared_ptr<comm::ProcessGroup> world = comm::MpiWorld().value();
+  return *world;
+}
+
+// A directory shared by all ranks (rank 0's name), holding the tiny corpus.
+std::string SharedDir(const std::string& name) {
+  comm::ProcessGroup& w = World();
+  int64_t id = ::getpid();
+  EXPECT_TRUE(w.Broadcast(&id, sizeof id, 0).ok());
+  const std::string dir =
+      (fs::path(::testing::TempDir()) / ("qat_" + name + "_" + std::to_string(id))).string();
+  if (w.rank() == 0) {
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    testing_util::WriteTinyCorpus(dir);
+  }
+  EXPECT_TRUE(w.Barrier().ok());
+  return dir;
+}
+
+std::vector<double> StepLosses(const std::string& run_dir) {
+  std::ifstream in(run_dir + "/metrics.jsonl");
+  std::vector<double> losses;
+  std::string line;
+  while (std::getline(in, line)) {
+    long long step = 0;
+    double loss = 0;
+    if (std::sscanf(line.c_str(), "{\"step\": %lld, \"loss\": %lf", &step, &loss) == 2) {
+      losses.push_back(loss);
+    }
+  }
+  return losses;
+}
+
+void ExpectSameRun(const TrainResult& a, const TrainResult& b, const std::string& a_dir,
+                   const std::string& b_dir, double tol) {
+  EXPECT_NEAR(a.final_loss, b.final_loss, tol * std::abs(b.final_loss));
+  EXPECT_NEAR(a.val_loss, b.val_loss, tol * std::abs(b.val_loss));
+  std::vector<double> la = StepLosses(a_dir), lb = StepLosses(b_dir);
+  ASSERT_EQ(la.size(), lb.size());
+  for (size_t i = 0; i < la.size(); ++i) EXPECT_NEAR(la[i], lb[i], tol * std::abs(lb[i])) << i;
+  TensorMap wa = LoadCheckpoint(a.checkpoint, false).value().model;
+  TensorMap wb = LoadCheckpoint(b.checkpoint, false).value().model;
+  ASSERT_EQ(wa.size(), wb.size());
+  for (const auto& [name, t] : wa) {
+    const double diff = (t - wb.at(name)).abs().max().item<double>();
+    const double scale = wb.at(name).abs().max().item<double>();
+    EXPECT_LE(diff, tol * scale) << name;
+  }
+}
+
+Recipe BaseRecipe(const std::string& dir) {
+  Recipe r = testing_util::TinyRecipe(dir);
+  r.train.batch_size = 8;
+  r.train.micro_batch_size = 2;
+  r.train.steps = 4;
+  return r;
+}
+
+// One rank's run of `r` on rank 0 (a world of one), the reference of the multi-rank runs; ddp
+// unless `mode` says otherwise.
+TrainResult SoloRun(Recipe r, const std::string& run_dir, const std::string& mode = "ddp") {
+  r.run.dir = run_dir;
+  r.train.sharding = mode;
+  std::shared_ptr<comm::ProcessGroup> one = comm::NewSingleProcessGroup();
+  return Train(r, *one).value();
+}
+
+class ShardingModes : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ShardingModes, SameLossesAndWeightsAsOneRank) {
+  comm::ProcessGroup& w = World();
+  const std::string dir = SharedDir("mode_" + GetParam());
+  Recipe r = BaseRecipe(dir);
+  r.train.sharding = GetParam();
+  r.run.dir = dir + "/ranks";
+  TrainResult many = Train(r, w).value();
+  if (w.rank() == 0) {
+    TrainResult ref = SoloRun(r, dir + "/solo");
+    ExpectSameRun(many, ref, r.run.dir, dir + "/solo", 1e-5);
+  }
+  ASSERT_TRUE(w.Barrier().ok());
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, ShardingModes, ::testing::Values("ddp", "zero1", "zero2", "fsdp"));
+
+// Distillation from a teacher whose blocks are sharded too, with the finite-difference smoothness
+// regularizers (which run extra forward/backward passes through the FSDP blocks). The reference
+// is fsdp on one rank: the finite-difference estimate divides by a small step, which magnifies
+// the rounding differences between FSDP's one-pass form of it and the two-pass form of ddp far
+// beyond the cross-rank summation order compared here.
+TEST(Sharding, FsdpWithShardedTeacherAndSmoothness) {
+  comm::ProcessGroup& w = World();
+  const std::string dir = SharedDir("fsdp_kd");
+  Recipe teacher = BaseRecipe(dir);
+  teacher.quant.method = "none";
+  teacher.train.steps = 3;
+  if (w.rank() == 0) SoloRun(teacher, dir + "/teacher");
+  ASSERT_TRUE(w.Barrier().ok());
+  for (const char* mode : {"grad_norm", "grad_match"}) {
+    Recipe r = BaseRecipe(dir);
+    r.train.steps = 3;
+    r.distill.teacher = dir + "/teacher";
+    r.distill.kd_weight = 0.5;
+    r.distill.teacher_sharding = "shard";
+    r.smoothness.mode = mode;
+    r.smoothness.estimator = "finite_diff";
+    r.smoothness.lambda = 0.05;
+    r.train.sharding = "fsdp";
+    r.run.dir = dir + "/fsdp_" + mode;
+    TrainResult many = Train(r, w).value();
+    if (w.rank() == 0) {
+      TrainResult ref = SoloRun(r, dir + "/solo_" + mode, "fsdp");
+      ExpectSameRun(many, ref, r.run.dir, dir + "/solo_" + mode, 1e-5);
+    }
+    ASSERT_TRUE(w.Barrier().ok());
+  }
+}
+
+TEST(Sharding, FsdpRejectsTheExactEstimator) {
+  const std::string dir = SharedDir("fsdp_exact");
+  Recipe r = BaseRecipe(dir);
+  r.train.sharding = "fsdp";
+  r.smoothness.mode = "grad_norm";
+  r.smoothness.estimator = "exact";
+  r.smoothness.lambda = 0.1;
+  absl::StatusOr<TrainResult> result = Train(r, World());
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.status().message().find("finite_diff"), std::string::npos);
+}
+
+// What each rank keeps between steps, measured from the tensors it owns.
+TEST(Sharding, OwnedMemoryPerMode) {
+  comm::ProcessGroup& w = World();
+  const int64_t N = w.size();
+  ModelConfig c = testing_util::TinyModel();
+  c.hidden_size = 64;
+  c.intermediate_size = 160;
+  QuantConfig q;
+  for (const char* name : {"ddp", "zero1", "zero2", "fsdp"}) {
+    CausalLM model = BuildModel(c, q).value();
+    InitWeights(model, 1, 0.02);
+    ShardedModel::Options o;
+    o.mode = ParseShardingMode(name).value();
+    auto sharded = ShardedModel::Create(model, w, w, o).value();
+    const double P = double(sharded->parameter_count()) * sizeof(float);
+    const ShardedModel::Footprint f = sharded->Owned();
+    const double share = 1.0 / double(N);
+    double expect_params = P, expect_grads = P, expect_optim = 2 * P;
+    if (o.mode != ShardingMode::kDdp) expect_optim *= share;
+    if (o.mode == ShardingMode::kZero2 || o.mode == ShardingMode::kFsdp) expect_grads *= share;
+    if (o.mode == ShardingMode::kFsdp) expect_params *= share;
+    EXPECT_NEAR(f.parameter_bytes, expect_params, 0.10 * expect_params) << name;
+    EXPECT_NEAR(f.gradient_bytes, expect_grads, 0.10 * expect_grads) << name;
+    EXPECT_NEAR(f.optimizer_bytes, expect_optim, 0.10 * expect_optim) << name;
+    if (o.mode == ShardingMode::kFsdp) {
+      EXPECT_NEAR(double(f.total()), 4 * P * share, 0.10 * 4 * P * share);
+    }
+  }
+}
+
+// A checkpoint written by N ranks (fsdp) continues on 1 rank (ddp), and one written by 1 rank
+// continues on N ranks (zero2): the continuations match the uninterrupted N-rank run.
+TEST(Sharding, ResumeAcrossWorldSizesAndModes) {
+  comm::ProcessGroup& w = World();
+  const std::string dir = SharedDir("reshard");
+  Recipe r = BaseRecipe(dir);
+  r.train.steps = 6;
+  r.run.save_every = 3;
+  r.run.keep_last = 5;
+  r.train.sharding = "fsdp";
+  r.run.dir = dir + "/full";
+  TrainResult full = Train(r, w).value();
+
+  // N ranks to 1: copy the N-rank run as it was at step 3, resume it alone.
+  if (w.rank() == 0) {
+    fs::create_directories(dir + "/n_to_1/checkpoints");
+    fs::copy(dir + "/full/checkpoints/step-00000003", dir + "/n_to_1/checkpoints/step-00000003",
+             fs::copy_options::recursive);
+    TrainResult one = SoloRun(r, dir + "/n_to_1");
+    EXPECT_EQ(one.steps_run, 3);
+    EXPECT_NEAR(one.final_loss, full.final_loss, 1e-5 * std::abs(full.final_loss));
+    TensorMap a = LoadCheckpoint(one.checkpoint, false).value().model;
+    TensorMap b = LoadCheckpoint(full.checkpoint, false).value().model;
+    for (const auto& [name, t] : a) {
+      EXPECT_LE((t - b.at(name)).abs().max().item<double>(),
+                1e-5 * b.at(name).abs().max().item<double>())
+          << name;
+    }
+    // 1 rank to N: a one-rank run stopped at step 3.
+    Recipe first = r;
+    first.run.stop_after = 3;
+    SoloRun(first, dir + "/one_to_n");
+  }
+  ASSERT_TRUE(w.Barrier().ok());
+  Recipe cont = r;
+  cont.train.sharding = "zero2";
+  cont.run.dir = dir + "/one_to_n";
+  TrainResult many = Train(cont, w).value();
+  EXPECT_EQ(many.steps_run, 3);
+  if (w.rank() == 0) {
+    EXPECT_NEAR(many.final_loss, full.final_loss, 1e-5 * std::abs(full.final_loss));
+  }
+  ASSERT_TRUE(w.Barrier().ok());
+}
+
+// 2N steps uninterrupted vs N steps, stop, resume, N steps, on this world size: bit-identical
+// losses and final weights, with distillation and a learnable-scale (SEQ) ternary quantizer.
+TEST(Sharding, ResumeIsBitIdentical) {
+  comm::ProcessGroup& w = World();
+  const std::string dir = SharedDir("bitexact");
+  Recipe teacher = BaseRecipe(dir);
+  teacher.quant.method = "none";
+  teacher.train.steps = 2;
+  if (w.rank() == 0) SoloRun(teacher, dir + "/teacher");
+  ASSERT_TRUE(w.Barrier().ok());
+  for (const char* mode : {"zero1", "fsdp"}) {
+    Recipe r = BaseRecipe(dir);
+    r.train.steps = 6;
+    r.train.sharding = mode;
+    r.quant.scale = "seq";
+    r.distill.teacher = dir + "/teacher";
+    r.distill.kd_weight = 0.7;
+    r.run.dir = dir + "/whole_" + mode;
+    TrainResult whole = Train(r, w).value();
+    Recipe parts = r;
+    parts.run.dir = dir + "/parts_" + mode;
+    parts.run.stop_after = 3;
+    TrainResult first = Train(parts, w).value();
+    EXPECT_EQ(first.final_step, 3);
+    parts.run.stop_after = 0;
+    TrainResult rest = Train(parts, w).value();
+    EXPECT_EQ(rest.steps_run, 3);
+    if (w.rank() == 0) {
+      EXPECT_EQ(whole.final_loss, rest.final_loss) << mode;
+      EXPECT_EQ(StepLosses(r.run.dir), StepLosses(parts.run.dir)) << mode;
+      CheckpointState a = LoadCheckpoint(whole.checkpoint, true).value();
+      CheckpointState b = LoadCheckpoint(rest.checkpoint, true).value();
+      ASSERT_EQ(a.model.size(), b.model.size());
+      for (const auto& [name, t] : a.model) EXPECT_TRUE(torch::equal(t, b.model.at(name))) << name;
+      for (const auto& [name, t] : a.optimizer) {
+        EXPECT_TRUE(torch::equal(t, b.optimizer.at(name))) << name;
+      }
+    }
+    ASSERT_TRUE(w.Barrier().ok());
+  }
+}
+
+}  // namespace
+}  // namespace qat::trainer
