@@ -18,17 +18,11 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "kernels/safetensors.h"
+#include "kernels/status_macros.h"
 #include "kernels/ternary.h"
 
 namespace qat::kernels {
 namespace {
-
-#define QAT_RETURN_IF_ERROR(expr)                       \
-  do {                                                  \
-    if (absl::Status status_ = (expr); !status_.ok()) { \
-      return status_;                                   \
-    }                                                   \
-  } while (false)
 
 // Far above any real model and low enough that products of two sizes cannot overflow int64.
 constexpr int64_t kMaxDim = int64_t{1} << 24;

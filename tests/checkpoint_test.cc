@@ -1,6 +1,7 @@
 // Checkpoints: a truncated, bit-flipped or missing file is detected by its manifest and skipped;
 // resume picks the newest valid checkpoint.
 #include <gtest/gtest.h>
+#include <yaml-cpp/yaml.h>
 #include <torch/torch.h>
 
 #include <filesystem>
@@ -62,6 +63,29 @@ TEST_P(CorruptCheckpoint, IsSkippedWithAReason) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Ways, CorruptCheckpoint, ::testing::Values("truncated", "bitflip", "missing"));
+
+// run.save_every_minutes: a timed save on top of the step-based ones (here: due every step).
+TEST(Checkpoint, TimedSavesAndTheManifestIndex) {
+  const std::string dir = testing_util::FreshDir("ckpt_timed");
+  testing_util::WriteTinyCorpus(dir);
+  Recipe r = testing_util::TinyRecipe(dir);
+  r.train.steps = 3;
+  r.run.keep_last = 10;
+  r.run.save_every_minutes = 1e-9;
+  Train(r, *comm::MpiWorld().value()).value();
+  for (const char* step : {"step-00000001", "step-00000002", "step-00000003"}) {
+    EXPECT_TRUE(fs::exists(r.run.dir + "/checkpoints/" + step + "/manifest.yaml")) << step;
+  }
+  // The manifest indexes every tensor: whole shape and its slices.
+  YAML::Node m = YAML::LoadFile(r.run.dir + "/checkpoints/step-00000003/manifest.yaml");
+  YAML::Node norm = m["tensors"]["model.norm.weight"];
+  ASSERT_TRUE(norm.IsMap());
+  EXPECT_EQ(norm["shape"].as<std::string>(), "32");
+  ASSERT_EQ(norm["slices"].size(), 1u);
+  EXPECT_EQ(norm["slices"][0][0].as<std::string>(), "model-00000-of-00001.safetensors");
+  EXPECT_EQ(norm["slices"][0][2].as<int64_t>(), 32);
+  EXPECT_TRUE(m["tensors"]["model.norm.weight.exp_avg"].IsMap());
+}
 
 }  // namespace
 }  // namespace qat::trainer

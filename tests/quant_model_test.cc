@@ -250,6 +250,7 @@ TEST_P(ExportEveryQuantizer, UnpackedWeightsEqualTheFakeQuantizedOnes) {
   InitWeights(model, 21, 0.05);
   {
     torch::NoGradGuard ng;  // learned scales away from their init, as after training
+    torch::manual_seed(21);
     for (QuantizedWeight& w : QuantizedWeights(model)) {
       if (w.scale.defined()) w.scale.mul_(torch::rand_like(w.scale) * 0.6 + 0.7);
     }
@@ -325,9 +326,22 @@ TEST_P(ExportEveryQuantizer, UnpackedWeightsEqualTheFakeQuantizedOnes) {
       torch::tensor(std::vector<int64_t>(tokens.begin(), tokens.end())).unsqueeze(0);
   torch::Tensor ref = model->forward(ids)[0].contiguous();
   const double scale = ref.abs().max().item<double>();
-  for (size_t i = 0; i < logits.size(); ++i) {
-    ASSERT_NEAR(logits[i], ref.data_ptr<float>()[i], 1e-4 * scale) << "logit " << i;
+  if (tc.quant.activations != "int8") {
+    for (size_t i = 0; i < logits.size(); ++i) {
+      ASSERT_NEAR(logits[i], ref.data_ptr<float>()[i], 1e-4 * scale) << "logit " << i;
+    }
+    return;
   }
+  // int8 activations round x * 127 / absmax: a value within float rounding of a .5 boundary may
+  // round the other way in the runtime than in libtorch (their sums run in different orders),
+  // moving one activation by one code. So: almost every logit to 1e-4, none far off.
+  size_t off = 0;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    const double diff = std::abs(logits[i] - ref.data_ptr<float>()[i]);
+    off += diff > 1e-4 * scale;
+    ASSERT_LE(diff, 5e-2 * scale) << "logit " << i;
+  }
+  EXPECT_LE(off, logits.size() / 20) << off << " of " << logits.size() << " logits beyond 1e-4";
 }
 
 INSTANTIATE_TEST_SUITE_P(

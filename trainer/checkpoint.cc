@@ -19,6 +19,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "kernels/json.h"
 #include "kernels/safetensors.h"
 
 namespace qat::trainer {
@@ -127,6 +128,51 @@ std::string ShardFileName(const char* kind, int64_t rank, int64_t world) {
   return absl::StrFormat("%s-%05d-of-%05d.safetensors", kind, rank, world);
 }
 
+// One slice of a tensor in the manifest's index.
+struct IndexedSlice {
+  std::string file;
+  int64_t begin = 0, count = 0;
+};
+struct IndexedTensor {
+  std::string shape;  // "256,768"
+  std::vector<IndexedSlice> slices;
+};
+
+// Adds the slices of one shard file to `index`, from its safetensors header alone (no tensor data
+// is read, so rank 0 indexes every rank's files cheaply).
+absl::Status IndexShardFile(const std::string& dir, const std::string& file,
+                            std::map<std::string, IndexedTensor>* index) {
+  const std::string path = dir + "/" + file;
+  std::ifstream in(path, std::ios::binary);
+  unsigned char size_bytes[8];
+  if (!in.read(reinterpret_cast<char*>(size_bytes), 8)) {
+    return absl::DataLossError(absl::StrCat(path, ": cannot read the header size"));
+  }
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | size_bytes[i];
+  if (n > (uint64_t{1} << 30)) return absl::DataLossError(absl::StrCat(path, ": header too large"));
+  std::string header(size_t(n), '\0');
+  if (!in.read(header.data(), std::streamsize(n))) {
+    return absl::DataLossError(absl::StrCat(path, ": truncated header"));
+  }
+  absl::StatusOr<kernels::json::Value> root = kernels::json::Parse(header);
+  if (!root.ok()) return root.status();
+  const kernels::json::Value* meta = root->Find("__metadata__");
+  for (const auto& [name, info] : root->as_object()) {
+    if (name == "__metadata__") continue;
+    const kernels::json::Value* shape = meta ? meta->Find("qat.shape." + name) : nullptr;
+    const kernels::json::Value* begin = meta ? meta->Find("qat.begin." + name) : nullptr;
+    const kernels::json::Value* dims = info.Find("shape");
+    if (!shape || !begin || !dims || dims->as_array().size() != 1) {
+      return absl::DataLossError(absl::StrCat(path, ": tensor '", name, "' is not a slice"));
+    }
+    IndexedTensor& t = (*index)[name];
+    t.shape = shape->as_string();
+    t.slices.push_back({file, std::stoll(begin->as_string()), dims->as_array()[0].as_int()});
+  }
+  return absl::OkStatus();
+}
+
 absl::Status WriteSlices(const std::string& path, const std::vector<TensorSlice>& slices) {
   kernels::SafetensorsWriter writer;
   for (const TensorSlice& t : slices) {
@@ -209,6 +255,25 @@ absl::StatusOr<std::string> SaveShardedCheckpoint(const std::string& run_dir,
     }
     entry("recipe.yaml", int64_t(state.recipe_yaml.size()),
           Checksum64(state.recipe_yaml.data(), state.recipe_yaml.size()));
+    m << YAML::EndMap;
+    // The tensor index: every tensor's whole shape and where its slices are.
+    std::map<std::string, IndexedTensor> index;
+    for (int64_t r = 0; r < world; ++r) {
+      for (const char* kind : {"model", "optimizer"}) {
+        s = IndexShardFile(tmp_dir.string(), ShardFileName(kind, r, world), &index);
+        if (!s.ok()) return s;
+      }
+    }
+    m << YAML::Key << "tensors" << YAML::Value << YAML::BeginMap;
+    for (const auto& [name, t] : index) {
+      m << YAML::Key << name << YAML::Value << YAML::BeginMap;
+      m << YAML::Key << "shape" << YAML::Value << t.shape;
+      m << YAML::Key << "slices" << YAML::Value << YAML::BeginSeq;
+      for (const IndexedSlice& sl : t.slices) {
+        m << YAML::Flow << YAML::BeginSeq << sl.file << sl.begin << sl.count << YAML::EndSeq;
+      }
+      m << YAML::EndSeq << YAML::EndMap;
+    }
     m << YAML::EndMap << YAML::EndMap;
     s = kernels::WriteFileAtomic((tmp_dir / kManifest).string(), std::string(m.c_str()) + "\n");
     if (!s.ok()) return s;

@@ -7,14 +7,21 @@
 //                                         "<param>.exp_avg" / "<param>.exp_avg_sq"
 //   recipe.yaml                           the fully resolved recipe of the run
 //   manifest.yaml                         written last: format, step, world_size, sharding,
-//                                         recipe_hash, loss, and for each file its size and
-//                                         64-bit checksum (Checksum64, hex)
+//                                         recipe_hash, loss, for each file its size and 64-bit
+//                                         checksum (Checksum64, hex), and the tensor index:
+//                                         tensors: {NAME: {shape: "256,768", slices:
+//                                         [[FILE, begin, count], ...]}}
 // A shard file is a safetensors file whose tensors are 1-D F32 slices of flattened (row-major)
 // tensors: tensor NAME holds elements [begin, begin + n) of the whole tensor, with
 // __metadata__ "qat.shape.NAME" = the whole shape ("256,768") and "qat.begin.NAME" = begin.
 // The slices of all ranks cover every element of every tensor exactly once, whatever the
 // sharding mode, so any world size and mode can load any checkpoint (resharding): loading
 // assembles whole tensors and checks the coverage.
+// The rest of a run's state needs no file of its own: the LR schedule and AdamW's bias corrections
+// are functions of the step (the manifest's); the data position is too (the window sampler is a
+// pure function of run.seed, the step and the sample index, data/tokens.h); and no random stream
+// is drawn from during training (no dropout; the init is a function of run.seed), so there is no
+// CPU/CUDA generator state to restore. The resume tests check the result bit for bit.
 // Writing: rank 0 makes step-NNNNNNNN.tmp/, every rank writes and fsyncs its files, the sizes and
 // checksums are summed over the ranks, rank 0 writes the recipe and the manifest, renames the
 // directory into place and fsyncs its parent: a crash leaves either the old set of checkpoints
