@@ -13,10 +13,10 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "kernels/runtime.h"
 #include "kernels/safetensors.h"
 #include "kernels/status_macros.h"
 #include "kernels/ternary.h"
@@ -24,9 +24,6 @@
 namespace qat::kernels {
 namespace {
 
-// Far above any real model and low enough that products of two sizes cannot overflow int64.
-constexpr int64_t kMaxDim = int64_t{1} << 24;
-constexpr int64_t kMaxLayers = 4096;
 constexpr int64_t kByteTokens = 256;
 constexpr char kQuantPrefix[] = "qat.quant.";
 
@@ -35,14 +32,6 @@ constexpr int32_t kTokenNormal = 1;
 constexpr int32_t kTokenControl = 3;
 constexpr int32_t kTokenUnused = 5;
 constexpr int32_t kTokenByte = 6;
-
-struct PackedConfig {
-  int64_t vocab = 0, hidden = 0, intermediate = 0, layers = 0, heads = 0, kv_heads = 0;
-  int64_t max_seq_len = 0, bos = -1, eos = -1;
-  double rope_theta = 0, rms_norm_eps = 0;
-  bool tie_embeddings = false;
-  int64_t head_dim() const { return hidden / heads; }
-};
 
 // A linear weight of one layer: its HF and GGUF name suffixes and its logical [out, in].
 struct LinearSpec {
@@ -88,10 +77,8 @@ class Converter {
   absl::Status Error(const std::string& what) const {
     return absl::InvalidArgumentError(absl::StrCat(file_.path(), ": ", what));
   }
-  absl::StatusOr<std::string> Meta(const std::string& key) const;
-  absl::Status ParseInt(const std::string& key, int64_t lo, int64_t hi, int64_t* out) const;
-  absl::Status ParseDouble(const std::string& key, double lo, double* out) const;
   absl::Status ParseConfig();
+  int64_t head_dim() const { return c_.hidden_size / c_.num_heads; }
   absl::Status ParseQuantKeys();
   void SetMetadata(const std::string& name);
   void SetTokenizer();
@@ -117,117 +104,44 @@ class Converter {
   const GgufExportOptions& options_;
   GgufWriter& writer_;
   GgufExportReport& report_;
-  PackedConfig c_;
+  RuntimeConfig c_;  // the packed file's config, as the runtime reads it
   std::set<std::string> packed_;  // linear names with "qat.quant.NAME" = "ternary2"
   std::set<std::string> used_;
 };
 
-absl::StatusOr<std::string> Converter::Meta(const std::string& key) const {
-  auto it = file_.metadata().find(key);
-  if (it == file_.metadata().end()) {
-    return Error(absl::StrCat("missing metadata key \"", key, "\""));
-  }
-  return it->second;
-}
-
-absl::Status Converter::ParseInt(const std::string& key, int64_t lo, int64_t hi,
-                                 int64_t* out) const {
-  absl::StatusOr<std::string> s = Meta(key);
-  if (!s.ok()) return s.status();
-  if (!absl::SimpleAtoi(*s, out)) {
-    return Error(absl::StrCat("metadata \"", key, "\" = \"", *s, "\" is not an integer"));
-  }
-  if (*out < lo || *out > hi) {
-    return Error(
-        absl::StrCat("metadata \"", key, "\" = ", *out, " is outside [", lo, ", ", hi, "]"));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status Converter::ParseDouble(const std::string& key, double lo, double* out) const {
-  absl::StatusOr<std::string> s = Meta(key);
-  if (!s.ok()) return s.status();
-  if (!absl::SimpleAtod(*s, out) || !std::isfinite(*out)) {
-    return Error(absl::StrCat("metadata \"", key, "\" = \"", *s, "\" is not a finite number"));
-  }
-  if (*out < lo) return Error(absl::StrCat("metadata \"", key, "\" = ", *s, " is below ", lo));
-  return absl::OkStatus();
-}
-
 absl::Status Converter::ParseConfig() {
-  absl::StatusOr<std::string> format = Meta("format");
-  if (!format.ok()) return format.status();
-  if (*format != "qat-packed") {
-    return Error(absl::StrCat("metadata \"format\" = \"", *format, "\", expected \"qat-packed\""));
-  }
-  absl::StatusOr<std::string> version = Meta("qat.version");
-  if (!version.ok()) return version.status();
-  if (*version != "1" && *version != "2") {
-    return Error(
-        absl::StrCat("metadata \"qat.version\" = \"", *version, "\", expected \"1\" or \"2\""));
-  }
-  const struct {
-    const char* key;
-    int64_t* field;
-    int64_t hi;
-  } sizes[] = {
-      {"qat.vocab_size", &c_.vocab, kMaxDim},
-      {"qat.hidden_size", &c_.hidden, kMaxDim},
-      {"qat.intermediate_size", &c_.intermediate, kMaxDim},
-      {"qat.num_layers", &c_.layers, kMaxLayers},
-      {"qat.num_heads", &c_.heads, kMaxDim},
-      {"qat.num_kv_heads", &c_.kv_heads, kMaxDim},
-      {"qat.max_seq_len", &c_.max_seq_len, kMaxDim},
-  };
-  for (const auto& s : sizes) QAT_RETURN_IF_ERROR(ParseInt(s.key, 1, s.hi, s.field));
-  QAT_RETURN_IF_ERROR(ParseDouble("qat.rope_theta", 1e-300, &c_.rope_theta));
-  QAT_RETURN_IF_ERROR(ParseDouble("qat.rms_norm_eps", 0.0, &c_.rms_norm_eps));
-  int64_t tie = 0;
-  QAT_RETURN_IF_ERROR(ParseInt("qat.tie_embeddings", 0, 1, &tie));
-  c_.tie_embeddings = tie == 1;
-  QAT_RETURN_IF_ERROR(ParseInt("qat.bos_id", -1, c_.vocab - 1, &c_.bos));
-  QAT_RETURN_IF_ERROR(ParseInt("qat.eos_id", -1, c_.vocab - 1, &c_.eos));
-  absl::StatusOr<std::string> tokenizer = Meta("qat.tokenizer");
-  if (!tokenizer.ok()) return tokenizer.status();
+  // The same keys and checks as the runtime (runtime.h); GGUF adds its tokenizer rules below.
+  absl::StatusOr<RuntimeConfig> config = ParsePackedConfig(file_);
+  if (!config.ok()) return config.status();
+  c_ = *config;
+  const std::string& tokenizer = c_.tokenizer;
   if (options_.tokenizer.has_value()) {
     QAT_RETURN_IF_ERROR(CheckTokenizer(*options_.tokenizer));
-  } else if (*tokenizer != "byte") {
-    return Error(absl::StrCat("metadata \"qat.tokenizer\" = \"", *tokenizer,
+  } else if (tokenizer != "byte") {
+    return Error(absl::StrCat("metadata \"qat.tokenizer\" = \"", tokenizer,
                               "\": only the \"byte\" tokenizer can be described in GGUF"));
   }
   if (!options_.tokenizer.has_value()) {
-    if (c_.vocab < kByteTokens) {
-      return Error(absl::StrCat("qat.vocab_size = ", c_.vocab,
+    if (c_.vocab_size < kByteTokens) {
+      return Error(absl::StrCat("qat.vocab_size = ", c_.vocab_size,
                                 " is below the 256 byte tokens of the byte tokenizer"));
     }
     for (const auto& [key, id] :
-         {std::pair<const char*, int64_t>{"qat.bos_id", c_.bos}, {"qat.eos_id", c_.eos}}) {
+         {std::pair<const char*, int64_t>{"qat.bos_id", c_.bos_id}, {"qat.eos_id", c_.eos_id}}) {
       if (id >= 0 && id < kByteTokens) {
         return Error(absl::StrCat("metadata \"", key, "\" = ", id, " is a byte token (0..255)"));
       }
     }
-    if (c_.bos >= 0 && c_.bos == c_.eos) {
-      return Error(absl::StrCat("qat.bos_id and qat.eos_id are both ", c_.bos));
+    if (c_.bos_id >= 0 && c_.bos_id == c_.eos_id) {
+      return Error(absl::StrCat("qat.bos_id and qat.eos_id are both ", c_.bos_id));
     }
-  }
-  if (c_.hidden % c_.heads != 0) {
-    return Error(absl::StrCat("qat.hidden_size (", c_.hidden,
-                              ") is not a multiple of qat.num_heads (", c_.heads, ")"));
-  }
-  if (c_.heads % c_.kv_heads != 0) {
-    return Error(absl::StrCat("qat.num_heads (", c_.heads,
-                              ") is not a multiple of qat.num_kv_heads (", c_.kv_heads, ")"));
-  }
-  if (c_.head_dim() % 2 != 0) {
-    return Error(absl::StrCat("head dim qat.hidden_size / qat.num_heads = ", c_.head_dim(),
-                              " is odd (RoPE rotates pairs)"));
   }
   return absl::OkStatus();
 }
 
 absl::Status Converter::ParseQuantKeys() {
   std::set<std::string> linear_names;
-  for (int64_t l = 0; l < c_.layers; ++l) {
+  for (int64_t l = 0; l < c_.num_layers; ++l) {
     for (const LinearSpec& spec : kLinears) {
       linear_names.insert(absl::StrCat("model.layers.", l, ".", spec.hf_suffix));
     }
@@ -255,16 +169,16 @@ void Converter::SetMetadata(const std::string& name) {
   writer_.SetKv("general.alignment", GgufValue::Uint32(kGgufDefaultAlignment));
   writer_.SetKv("general.quantization_version", GgufValue::Uint32(2));
   writer_.SetKv("llama.context_length", u32(c_.max_seq_len));
-  writer_.SetKv("llama.embedding_length", u32(c_.hidden));
-  writer_.SetKv("llama.block_count", u32(c_.layers));
-  writer_.SetKv("llama.feed_forward_length", u32(c_.intermediate));
-  writer_.SetKv("llama.rope.dimension_count", u32(c_.head_dim()));
-  writer_.SetKv("llama.attention.head_count", u32(c_.heads));
-  writer_.SetKv("llama.attention.head_count_kv", u32(c_.kv_heads));
+  writer_.SetKv("llama.embedding_length", u32(c_.hidden_size));
+  writer_.SetKv("llama.block_count", u32(c_.num_layers));
+  writer_.SetKv("llama.feed_forward_length", u32(c_.intermediate_size));
+  writer_.SetKv("llama.rope.dimension_count", u32(head_dim()));
+  writer_.SetKv("llama.attention.head_count", u32(c_.num_heads));
+  writer_.SetKv("llama.attention.head_count_kv", u32(c_.num_kv_heads));
   writer_.SetKv("llama.attention.layer_norm_rms_epsilon",
                 GgufValue::Float32(static_cast<float>(c_.rms_norm_eps)));
   writer_.SetKv("llama.rope.freq_base", GgufValue::Float32(static_cast<float>(c_.rope_theta)));
-  writer_.SetKv("llama.vocab_size", u32(c_.vocab));
+  writer_.SetKv("llama.vocab_size", u32(c_.vocab_size));
   SetTokenizer();
 }
 
@@ -276,9 +190,9 @@ absl::Status Converter::CheckTokenizer(const GgufTokenizer& t) const {
     return bad(absl::StrCat("model \"", t.model, "\", expected \"gpt2\" or \"llama\""));
   }
   const int64_t n = static_cast<int64_t>(t.tokens.size());
-  if (n == 0 || n > c_.vocab) {
-    return bad(absl::StrCat(n, " tokens for a model vocabulary of ", c_.vocab,
-                            " (qat.vocab_size); need 1..", c_.vocab));
+  if (n == 0 || n > c_.vocab_size) {
+    return bad(absl::StrCat(n, " tokens for a model vocabulary of ", c_.vocab_size,
+                            " (qat.vocab_size); need 1..", c_.vocab_size));
   }
   if (static_cast<int64_t>(t.token_types.size()) != n) {
     return bad(absl::StrCat(t.token_types.size(), " token types for ", n, " tokens"));
@@ -289,8 +203,8 @@ absl::Status Converter::CheckTokenizer(const GgufTokenizer& t) const {
   if (t.model == "llama" && !t.merges.empty()) return bad("merges given for a llama tokenizer");
   for (const auto& [name, id] : {std::pair<const char*, int64_t>{"bos", t.bos},
                                  {"eos", t.eos}, {"unk", t.unk}}) {
-    if (id < -1 || id >= c_.vocab) {
-      return bad(absl::StrCat(name, " id ", id, " is outside [-1, ", c_.vocab, ")"));
+    if (id < -1 || id >= c_.vocab_size) {
+      return bad(absl::StrCat(name, " id ", id, " is outside [-1, ", c_.vocab_size, ")"));
     }
   }
   return absl::OkStatus();
@@ -303,17 +217,17 @@ void Converter::SetTokenizer() {
   }
   std::vector<std::string> tokens;
   std::vector<int32_t> types;
-  for (int64_t id = 0; id < c_.vocab; ++id) {
+  for (int64_t id = 0; id < c_.vocab_size; ++id) {
     if (id == ' ') {
       tokens.push_back("\xe2\x96\x81");  // U+2581, see gguf_export.h
       types.push_back(kTokenNormal);
     } else if (id < kByteTokens) {
       tokens.push_back(absl::StrFormat("<0x%02X>", id));
       types.push_back(kTokenByte);
-    } else if (id == c_.bos) {
+    } else if (id == c_.bos_id) {
       tokens.push_back("<s>");
       types.push_back(kTokenControl);
-    } else if (id == c_.eos) {
+    } else if (id == c_.eos_id) {
       tokens.push_back("</s>");
       types.push_back(kTokenControl);
     } else {
@@ -326,13 +240,13 @@ void Converter::SetTokenizer() {
   writer_.SetKv("tokenizer.ggml.scores",
                 GgufValue::Float32Array(std::vector<float>(tokens.size(), 0.0f)));
   writer_.SetKv("tokenizer.ggml.token_type", GgufValue::Int32Array(types));
-  if (c_.bos >= 0) {
-    writer_.SetKv("tokenizer.ggml.bos_token_id", GgufValue::Uint32(static_cast<uint32_t>(c_.bos)));
+  if (c_.bos_id >= 0) {
+    writer_.SetKv("tokenizer.ggml.bos_token_id", GgufValue::Uint32(static_cast<uint32_t>(c_.bos_id)));
   }
-  if (c_.eos >= 0) {
-    writer_.SetKv("tokenizer.ggml.eos_token_id", GgufValue::Uint32(static_cast<uint32_t>(c_.eos)));
+  if (c_.eos_id >= 0) {
+    writer_.SetKv("tokenizer.ggml.eos_token_id", GgufValue::Uint32(static_cast<uint32_t>(c_.eos_id)));
   }
-  writer_.SetKv("tokenizer.ggml.add_bos_token", GgufValue::Bool(c_.bos >= 0));
+  writer_.SetKv("tokenizer.ggml.add_bos_token", GgufValue::Bool(c_.bos_id >= 0));
   writer_.SetKv("tokenizer.ggml.add_eos_token", GgufValue::Bool(false));
   writer_.SetKv("tokenizer.ggml.add_space_prefix", GgufValue::Bool(false));
 }
@@ -341,7 +255,7 @@ void Converter::SetOtherTokenizer(const GgufTokenizer& t) {
   std::vector<std::string> tokens = t.tokens;
   std::vector<int32_t> types = t.token_types;
   std::vector<float> scores = t.scores;
-  for (int64_t id = static_cast<int64_t>(tokens.size()); id < c_.vocab; ++id) {
+  for (int64_t id = static_cast<int64_t>(tokens.size()); id < c_.vocab_size; ++id) {
     tokens.push_back(absl::StrCat("[PAD", id, "]"));
     types.push_back(kTokenUnused);
     if (!scores.empty()) scores.push_back(0.0f);
@@ -377,20 +291,20 @@ bool IsFloatDType(DType d) {
 absl::Status Converter::AddNorm(const std::string& hf, const std::string& gguf) {
   absl::StatusOr<const TensorInfo*> t = Find(hf);
   if (!t.ok()) return t.status();
-  if (!IsFloatDType((*t)->dtype) || (*t)->shape != std::vector<int64_t>{c_.hidden}) {
+  if (!IsFloatDType((*t)->dtype) || (*t)->shape != std::vector<int64_t>{c_.hidden_size}) {
     return Error(absl::StrCat("tensor ", hf, " is ", DTypeName((*t)->dtype), " ",
-                              ShapeString((*t)->shape), ", expected F32 [", c_.hidden, "]"));
+                              ShapeString((*t)->shape), ", expected F32 [", c_.hidden_size, "]"));
   }
   absl::StatusOr<std::vector<float>> values = file_.ReadF32(hf);
   if (!values.ok()) return values.status();
   std::string bytes(values->size() * sizeof(float), '\0');
-  EncodeFloatRow(GgmlType::kF32, values->data(), c_.hidden, reinterpret_cast<uint8_t*>(&bytes[0]));
-  QAT_RETURN_IF_ERROR(writer_.AddTensor(gguf, GgmlType::kF32, {c_.hidden}, std::move(bytes)));
+  EncodeFloatRow(GgmlType::kF32, values->data(), c_.hidden_size, reinterpret_cast<uint8_t*>(&bytes[0]));
+  QAT_RETURN_IF_ERROR(writer_.AddTensor(gguf, GgmlType::kF32, {c_.hidden_size}, std::move(bytes)));
   GgufTensorReport entry;
   entry.gguf_name = gguf;
   entry.source_name = hf;
   entry.type = GgmlType::kF32;
-  entry.dims = {c_.hidden};
+  entry.dims = {c_.hidden_size};
   report_.tensors.push_back(std::move(entry));
   return absl::OkStatus();
 }
@@ -407,7 +321,7 @@ absl::Status Converter::AddBias(const std::string& hf, const std::string& gguf, 
   if (!source.ok()) return source.status();
   // A bias is added to the projection's output rows, so it follows the q/k row permutation.
   std::vector<float> values(source->size());
-  for (int64_t r = 0; r < rows; ++r) values[r] = (*source)[SourceRow(r, rope_heads, c_.head_dim())];
+  for (int64_t r = 0; r < rows; ++r) values[r] = (*source)[SourceRow(r, rope_heads, head_dim())];
   std::string bytes(values.size() * sizeof(float), '\0');
   EncodeFloatRow(GgmlType::kF32, values.data(), rows, reinterpret_cast<uint8_t*>(&bytes[0]));
   QAT_RETURN_IF_ERROR(writer_.AddTensor(gguf, GgmlType::kF32, {rows}, std::move(bytes)));
@@ -454,7 +368,7 @@ absl::Status Converter::AddDense(const std::string& hf, const std::string& gguf,
   if (!source.ok()) return source.status();
   std::vector<float> values(source->size());
   for (int64_t r = 0; r < rows; ++r) {
-    const float* src = source->data() + SourceRow(r, rope_heads, c_.head_dim()) * cols;
+    const float* src = source->data() + SourceRow(r, rope_heads, head_dim()) * cols;
     std::copy(src, src + cols, values.begin() + r * cols);
   }
   GgufTensorReport entry;
@@ -522,7 +436,7 @@ absl::Status Converter::AddTernary(const std::string& hf, const std::string& ggu
     // ggml's ternary blocks span 256 weights of one row; store the exact values densely instead.
     std::vector<float> values(static_cast<size_t>(rows * cols));
     for (int64_t r = 0; r < rows; ++r) {
-      const int64_t src = SourceRow(r, rope_heads, c_.head_dim());
+      const int64_t src = SourceRow(r, rope_heads, head_dim());
       const float scale = scale_of_row(src);
       for (int64_t col = 0; col < cols; ++col)
         values[r * cols + col] = scale * trits[src * cols + col];
@@ -538,7 +452,7 @@ absl::Status Converter::AddTernary(const std::string& hf, const std::string& ggu
   const int64_t out_row_bytes = cols / kQkK * GgmlBlockBytes(type);
   std::string bytes(static_cast<size_t>(rows * out_row_bytes), '\0');
   for (int64_t r = 0; r < rows; ++r) {
-    const int64_t src = SourceRow(r, rope_heads, c_.head_dim());
+    const int64_t src = SourceRow(r, rope_heads, head_dim());
     EncodeTernaryRow(type, trits.data() + src * cols, cols, scale_of_row(src),
                      reinterpret_cast<uint8_t*>(&bytes[0]) + r * out_row_bytes);
   }
@@ -564,19 +478,19 @@ absl::Status Converter::Run(const std::string& name) {
   SetMetadata(name);
 
   QAT_RETURN_IF_ERROR(
-      AddDense("model.embed_tokens.weight", "token_embd.weight", c_.vocab, c_.hidden, 0));
-  const int64_t kv_dim = c_.kv_heads * c_.head_dim();
-  for (int64_t l = 0; l < c_.layers; ++l) {
+      AddDense("model.embed_tokens.weight", "token_embd.weight", c_.vocab_size, c_.hidden_size, 0));
+  const int64_t kv_dim = c_.num_kv_heads * head_dim();
+  for (int64_t l = 0; l < c_.num_layers; ++l) {
     const std::string hf = absl::StrCat("model.layers.", l, ".");
     const std::string gguf = absl::StrCat("blk.", l, ".");
     QAT_RETURN_IF_ERROR(AddNorm(hf + "input_layernorm.weight", gguf + "attn_norm.weight"));
     for (const LinearSpec& spec : kLinears) {
-      const int64_t out = spec.out == LinearSpec::kHidden ? c_.hidden
+      const int64_t out = spec.out == LinearSpec::kHidden ? c_.hidden_size
                           : spec.out == LinearSpec::kKv   ? kv_dim
-                                                          : c_.intermediate;
-      const int64_t in = spec.in_is_intermediate ? c_.intermediate : c_.hidden;
-      const int64_t rope_heads = spec.rope == LinearSpec::kQuery ? c_.heads
-                                 : spec.rope == LinearSpec::kKey ? c_.kv_heads
+                                                          : c_.intermediate_size;
+      const int64_t in = spec.in_is_intermediate ? c_.intermediate_size : c_.hidden_size;
+      const int64_t rope_heads = spec.rope == LinearSpec::kQuery ? c_.num_heads
+                                 : spec.rope == LinearSpec::kKey ? c_.num_kv_heads
                                                                  : 0;
       const std::string hf_name = hf + spec.hf_suffix;
       const std::string gguf_name = gguf + spec.gguf_suffix;
@@ -595,7 +509,7 @@ absl::Status Converter::Run(const std::string& name) {
   }
   QAT_RETURN_IF_ERROR(AddNorm("model.norm.weight", "output_norm.weight"));
   if (!c_.tie_embeddings) {
-    QAT_RETURN_IF_ERROR(AddDense("lm_head.weight", "output.weight", c_.vocab, c_.hidden, 0));
+    QAT_RETURN_IF_ERROR(AddDense("lm_head.weight", "output.weight", c_.vocab_size, c_.hidden_size, 0));
   }
   return CheckAllTensorsUsed();
 }
