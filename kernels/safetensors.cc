@@ -379,7 +379,7 @@ std::string SafetensorsWriter::Serialize() const {
   return out;
 }
 
-absl::Status SafetensorsWriter::Write(const std::string& path) const {
+absl::Status SafetensorsWriter::Write(const std::string& path, std::string* written) const {
   // Refuse to write what the reader would reject.
   std::set<std::string> names;
   for (const Entry& e : entries_) {
@@ -411,7 +411,9 @@ absl::Status SafetensorsWriter::Write(const std::string& path) const {
           absl::StrCat(path, ": metadata entry \"", key, "\" is not valid UTF-8"));
     }
   }
-  return WriteFileAtomic(path, Serialize());
+  if (written == nullptr) return WriteFileAtomic(path, Serialize());
+  *written = Serialize();
+  return WriteFileAtomic(path, *written);
 }
 
 // ---------------------------------------------------------------------------------------------

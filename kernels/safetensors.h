@@ -72,7 +72,9 @@ class SafetensorsWriter {
   // Copies `bytes` (must equal numel * DTypeSize(dtype)).
   void Add(const std::string& name, DType dtype, std::vector<int64_t> shape, const void* data,
            size_t bytes);
-  absl::Status Write(const std::string& path) const;
+  // `written`, when given, receives the file's bytes (e.g. to checksum them without reading the
+  // file back).
+  absl::Status Write(const std::string& path, std::string* written = nullptr) const;
   std::string Serialize() const;
 
  private:

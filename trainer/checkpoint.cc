@@ -128,6 +128,45 @@ std::string ShardFileName(const char* kind, int64_t rank, int64_t world) {
   return absl::StrFormat("%s-%05d-of-%05d.safetensors", kind, rank, world);
 }
 
+// Where a slice lies in its whole tensor, from a shard file's metadata ("qat.shape.NAME",
+// "qat.begin.NAME"), checked against the slice's element count.
+struct SliceMeta {
+  std::vector<int64_t> shape;  // of the whole tensor
+  int64_t begin = 0;
+};
+
+absl::StatusOr<SliceMeta> ReadSliceMeta(const std::map<std::string, std::string>& meta,
+                                        const std::string& name, int64_t count,
+                                        const std::string& path) {
+  auto shape_it = meta.find("qat.shape." + name);
+  auto begin_it = meta.find("qat.begin." + name);
+  if (shape_it == meta.end() || begin_it == meta.end()) {
+    return absl::DataLossError(
+        absl::StrCat(path, ": tensor '", name, "' is not a 1-D slice with qat.shape/qat.begin"));
+  }
+  SliceMeta m;
+  try {
+    for (absl::string_view d : absl::StrSplit(shape_it->second, ',', absl::SkipEmpty())) {
+      m.shape.push_back(std::stoll(std::string(d)));
+    }
+    m.begin = std::stoll(begin_it->second);
+  } catch (const std::exception&) {
+    return absl::DataLossError(absl::StrCat(path, ": bad slice metadata of '", name, "'"));
+  }
+  int64_t numel = 1;
+  for (int64_t d : m.shape) {
+    if (d < 0 || (d > 0 && numel > (int64_t{1} << 40) / d)) {
+      return absl::DataLossError(absl::StrCat(path, ": bad shape of '", name, "'"));
+    }
+    numel *= d;
+  }
+  if (m.begin < 0 || m.begin + count > numel) {
+    return absl::DataLossError(absl::StrCat(path, ": slice of '", name, "' at ", m.begin, " + ",
+                                            count, " exceeds its ", numel, " elements"));
+  }
+  return m;
+}
+
 // One slice of a tensor in the manifest's index.
 struct IndexedSlice {
   std::string file;
@@ -157,34 +196,38 @@ absl::Status IndexShardFile(const std::string& dir, const std::string& file,
   }
   absl::StatusOr<kernels::json::Value> root = kernels::json::Parse(header);
   if (!root.ok()) return root.status();
-  const kernels::json::Value* meta = root->Find("__metadata__");
+  std::map<std::string, std::string> meta;
+  if (const kernels::json::Value* m = root->Find("__metadata__")) {
+    for (const auto& [key, value] : m->as_object()) meta[key] = value.as_string();
+  }
   for (const auto& [name, info] : root->as_object()) {
     if (name == "__metadata__") continue;
-    const kernels::json::Value* shape = meta ? meta->Find("qat.shape." + name) : nullptr;
-    const kernels::json::Value* begin = meta ? meta->Find("qat.begin." + name) : nullptr;
     const kernels::json::Value* dims = info.Find("shape");
-    if (!shape || !begin || !dims || dims->as_array().size() != 1) {
-      return absl::DataLossError(absl::StrCat(path, ": tensor '", name, "' is not a slice"));
+    if (dims == nullptr || dims->as_array().size() != 1) {
+      return absl::DataLossError(absl::StrCat(path, ": tensor '", name, "' is not 1-D"));
     }
+    const int64_t count = dims->as_array()[0].as_int();
+    absl::StatusOr<SliceMeta> slice = ReadSliceMeta(meta, name, count, path);
+    if (!slice.ok()) return slice.status();
     IndexedTensor& t = (*index)[name];
-    t.shape = shape->as_string();
-    t.slices.push_back({file, std::stoll(begin->as_string()), dims->as_array()[0].as_int()});
+    t.shape = absl::StrJoin(slice->shape, ",");
+    t.slices.push_back({file, slice->begin, count});
   }
   return absl::OkStatus();
 }
 
-absl::Status WriteSlices(const std::string& path, const std::vector<TensorSlice>& slices) {
+// Writes one shard file; `written` receives its bytes (for the manifest's size and checksum).
+absl::Status WriteSlices(const std::string& path, const std::vector<TensorSlice>& slices,
+                         std::string* written) {
   kernels::SafetensorsWriter writer;
   for (const TensorSlice& t : slices) {
     torch::Tensor c = t.values.detach().to(torch::kCPU, torch::kFloat32).contiguous().reshape({-1});
-    std::vector<std::string> dims;
-    for (int64_t d : t.shape) dims.push_back(std::to_string(d));
-    writer.SetMetadata("qat.shape." + t.name, absl::StrJoin(dims, ","));
+    writer.SetMetadata("qat.shape." + t.name, absl::StrJoin(t.shape, ","));
     writer.SetMetadata("qat.begin." + t.name, std::to_string(t.begin));
     writer.Add(t.name, kernels::DType::kF32, {c.numel()}, c.data_ptr<float>(),
                c.numel() * sizeof(float));
   }
-  return writer.Write(path);
+  return writer.Write(path, written);
 }
 
 }  // namespace
@@ -209,15 +252,14 @@ absl::StatusOr<std::string> SaveShardedCheckpoint(const std::string& run_dir,
   // This rank's files, then every rank's sizes and checksums (each fills its own slots).
   const std::string names[2] = {ShardFileName("model", rank, world),
                                 ShardFileName("optimizer", rank, world)};
-  s = WriteSlices((tmp_dir / names[0]).string(), shard.model);
-  if (s.ok()) s = WriteSlices((tmp_dir / names[1]).string(), shard.optimizer);
-  if (!s.ok()) return s;
+  const std::vector<TensorSlice>* slices[2] = {&shard.model, &shard.optimizer};
   std::vector<int64_t> table(size_t(world) * 4, 0);  // per rank: model bytes, sum, optim bytes, sum
   for (int k = 0; k < 2; ++k) {
-    absl::StatusOr<std::string> bytes = kernels::ReadFile((tmp_dir / names[k]).string());
-    if (!bytes.ok()) return bytes.status();
-    table[size_t(rank) * 4 + 2 * k] = int64_t(bytes->size());
-    const uint64_t sum = Checksum64(bytes->data(), bytes->size());
+    std::string bytes;
+    s = WriteSlices((tmp_dir / names[k]).string(), *slices[k], &bytes);
+    if (!s.ok()) return s;
+    table[size_t(rank) * 4 + 2 * k] = int64_t(bytes.size());
+    const uint64_t sum = Checksum64(bytes.data(), bytes.size());
     std::memcpy(&table[size_t(rank) * 4 + 2 * k + 1], &sum, sizeof sum);
   }
   FaultPoint("checkpoint", state.step, int(rank));
@@ -370,34 +412,14 @@ absl::Status ParseSlices(std::string bytes, const std::string& path,
   if (!file.ok()) return file.status();
   const std::map<std::string, std::string>& meta = file->metadata();
   for (const kernels::TensorInfo& info : file->tensors()) {
-    auto shape_it = meta.find("qat.shape." + info.name);
-    auto begin_it = meta.find("qat.begin." + info.name);
-    if (shape_it == meta.end() || begin_it == meta.end() || info.shape.size() != 1) {
+    if (info.shape.size() != 1) {
       return absl::DataLossError(absl::StrCat(path, ": tensor '", info.name,
                                               "' is not a 1-D slice with qat.shape/qat.begin"));
     }
-    std::vector<int64_t> shape;
-    int64_t begin = 0;
-    try {
-      for (absl::string_view d : absl::StrSplit(shape_it->second, ',', absl::SkipEmpty())) {
-        shape.push_back(std::stoll(std::string(d)));
-      }
-      begin = std::stoll(begin_it->second);
-    } catch (const std::exception&) {
-      return absl::DataLossError(absl::StrCat(path, ": bad slice metadata of '", info.name, "'"));
-    }
-    int64_t numel = 1;
-    for (int64_t d : shape) {
-      if (d < 0 || (d > 0 && numel > (int64_t{1} << 40) / d)) {
-        return absl::DataLossError(absl::StrCat(path, ": bad shape of '", info.name, "'"));
-      }
-      numel *= d;
-    }
-    if (begin < 0 || begin + info.shape[0] > numel) {
-      return absl::DataLossError(absl::StrCat(path, ": slice of '", info.name, "' at ", begin,
-                                              " + ", info.shape[0], " exceeds its ", numel,
-                                              " elements"));
-    }
+    absl::StatusOr<SliceMeta> slice = ReadSliceMeta(meta, info.name, info.shape[0], path);
+    if (!slice.ok()) return slice.status();
+    const std::vector<int64_t>& shape = slice->shape;
+    const int64_t begin = slice->begin;
     Pieces& p = (*pieces)[info.name];
     if (!p.slices.empty() && p.shape != shape) {
       return absl::DataLossError(
