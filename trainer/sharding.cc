@@ -672,8 +672,8 @@ ShardedModel::Footprint ShardedModel::Owned() const {
   for (const auto& up : units_) {
     const Unit& u = *up;
     f.parameter_bytes += u.params_sharded ? bytes(u.param_shard) : bytes(u.flat_param);
-    f.gradient_bytes += bytes(u.grad_shard) +
-                        (PerStepBucket(u) && !u.grad_shard.defined() ? bytes(u.flat_grad) : 0);
+    // Kept between steps: the gradient shard (zero2, fsdp) or the whole flat gradient.
+    f.gradient_bytes += bytes(u.grad_shard.defined() ? u.grad_shard : u.flat_grad);
     f.optimizer_bytes += bytes(u.exp_avg) + bytes(u.exp_avg_sq);
   }
   return f;
@@ -738,6 +738,10 @@ absl::Status ShardedModel::LoadFull(const TensorMap& model, const TensorMap* opt
   };
   for (auto& up : units_) {
     Unit& u = *up;
+    if (u.trainable && optimizer == nullptr) {  // fresh moments
+      u.exp_avg.zero_();
+      u.exp_avg_sq.zero_();
+    }
     for (const FlatParam& p : u.params) {
       absl::StatusOr<torch::Tensor> full = find(model, p.name, p);
       if (!full.ok()) return full.status();
@@ -747,13 +751,9 @@ absl::Status ShardedModel::LoadFull(const TensorMap& model, const TensorMap* opt
       } else {
         copy(*full, p, u.flat_param, 0, u.padded);
       }
-      if (!u.trainable) continue;
+      if (!u.trainable || optimizer == nullptr) continue;
       for (auto [suffix, store] : {std::pair<const char*, torch::Tensor*>{".exp_avg", &u.exp_avg},
                                    {".exp_avg_sq", &u.exp_avg_sq}}) {
-        if (optimizer == nullptr) {
-          store->zero_();
-          continue;
-        }
         absl::StatusOr<torch::Tensor> m = find(*optimizer, p.name + suffix, p);
         if (!m.ok()) return m.status();
         copy(*m, p, *store, u.opt_begin, store->numel());
