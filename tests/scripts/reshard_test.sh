@@ -5,19 +5,13 @@
 #   reshard_test.sh QAT_BINARY SOURCE_DIR
 set -euo pipefail
 qat=$1 src=$2
-work=$(mktemp -d "${TMPDIR:-/tmp}/qat_reshard.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-export QAT_BIN=$qat OMP_NUM_THREADS=1
-
-for i in $(seq 1 120); do echo "the cat sat on the mat. the dog sat on the log. line $i"; echo %; done > "$work/corpus.txt"
-"$qat" prep --out "$work/data" --fortune --val-fraction 0.1 "$work/corpus.txt" > /dev/null
+source "$src/tests/scripts/tiny_run.sh"
+tiny_setup reshard "$qat"
 cat > "$work/recipe.yaml" <<YAML
-run: {save_every: 3, keep_last: 5, log_every: 1}
-model: {hidden_size: 32, intermediate_size: 64, num_layers: 2, num_heads: 4, num_kv_heads: 2, max_seq_len: 32}
+base: base.yaml
+run: {save_every: 3, keep_last: 5}
 quant: {method: ternary, scale: seq}
-data: {train: [$work/data/train.bin], val: [$work/data/val.bin], seq_len: 16}
-train: {steps: 6, batch_size: 8, micro_batch_size: 2, lr: 3.0e-3, warmup_steps: 2, sharding: zero2}
-eval: {max_windows: 4}
+train: {steps: 6, sharding: zero2}
 YAML
 
 train() {  # train RANKS DIR [--set ...]
