@@ -247,6 +247,7 @@ absl::Status BpeTokenizer::Load(const std::string& origin) {
       return Bad(origin, absl::StrCat("normalizer ", json::Serialize(*norm),
                                       " is not supported (null or NFC only)"));
     }
+    nfc_ = true;
   }
   const json::Value* pre = root->Find("pre_tokenizer");
   if (pre == nullptr || !pre->is_object()) {
@@ -438,6 +439,11 @@ void BpeTokenizer::EncodeSegment(std::string_view segment,
                                  std::unordered_map<std::string, std::vector<int32_t>>* cache,
                                  std::vector<int32_t>* out) const {
   if (segment.empty()) return;
+  std::string normalized;
+  if (nfc_) {
+    normalized = unicode::ToNfc(segment);
+    segment = normalized;
+  }
   std::string prefixed;
   if (add_prefix_space_ && segment[0] != ' ') {
     prefixed = " " + std::string(segment);

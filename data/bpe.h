@@ -10,7 +10,10 @@
 //                              LLaMA-2's tokenizer.json: load its tokenizer.model instead)
 //             "continuing_subword_prefix", "end_of_word_suffix": must be null or ""}
 //   "added_tokens": [{"id", "content", "special", "single_word", "lstrip", "rstrip"}, ...]
-//   "normalizer": null, or {"type": "NFC"} (not applied: the text is taken as already NFC)
+//   "normalizer": null, or {"type": "NFC"} (Qwen2): the text between added tokens is put in NFC
+//                 (unicode::ToNfc) before pre-tokenization. Added tokens are matched on the raw
+//                 text, as Hugging Face does for added tokens with "normalized": false (all of
+//                 Qwen2's); decoding does not undo the normalization.
 //   "pre_tokenizer": one of
 //     {"type": "ByteLevel", "add_prefix_space": B, "use_regex": true}         GPT-2 regex
 //     {"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": R},
@@ -106,6 +109,7 @@ class BpeTokenizer : public Tokenizer {
   BpeSplit split_ = BpeSplit::kGpt2;
   bool add_prefix_space_ = false;
   bool ignore_merges_ = false;
+  bool nfc_ = false;                                      // "normalizer": {"type": "NFC"}
   std::vector<std::string> id_to_token_;                  // "" for ids that no token uses
   std::unordered_map<std::string, int32_t> token_to_id_;  // the model's vocabulary
   std::unordered_map<uint64_t, Merge> merges_;            // (left id << 32 | right id)

@@ -89,6 +89,8 @@ bool IsSupportedGgmlType(uint32_t id) {
   switch (static_cast<GgmlType>(id)) {
     case GgmlType::kF32:
     case GgmlType::kF16:
+    case GgmlType::kQ4_0:
+    case GgmlType::kQ4_1:
     case GgmlType::kQ8_0:
     case GgmlType::kTQ1_0:
     case GgmlType::kTQ2_0:
@@ -103,6 +105,10 @@ const char* GgmlTypeName(GgmlType type) {
       return "F32";
     case GgmlType::kF16:
       return "F16";
+    case GgmlType::kQ4_0:
+      return "Q4_0";
+    case GgmlType::kQ4_1:
+      return "Q4_1";
     case GgmlType::kQ8_0:
       return "Q8_0";
     case GgmlType::kTQ1_0:
@@ -115,6 +121,9 @@ const char* GgmlTypeName(GgmlType type) {
 
 int64_t GgmlBlockElements(GgmlType type) {
   switch (type) {
+    case GgmlType::kQ4_0:
+    case GgmlType::kQ4_1:
+      return kQ4Block;
     case GgmlType::kQ8_0:
       return kQ8_0Block;
     case GgmlType::kTQ1_0:
@@ -131,6 +140,10 @@ int64_t GgmlBlockBytes(GgmlType type) {
       return 4;
     case GgmlType::kF16:
       return 2;
+    case GgmlType::kQ4_0:
+      return kQ4_0BlockBytes;
+    case GgmlType::kQ4_1:
+      return kQ4_1BlockBytes;
     case GgmlType::kQ8_0:
       return kQ8_0BlockBytes;
     case GgmlType::kTQ1_0:
@@ -286,6 +299,42 @@ void DecodeQ8_0Block(const uint8_t* block, float* x) {
   for (int i = 0; i < kQ8_0Block; ++i) x[i] = static_cast<int8_t>(block[2 + i]) * d;
 }
 
+namespace {
+
+// qs[16] of a Q4_0 / Q4_1 block: element j in the low nibble of byte j, element j + 16 in its
+// high nibble.
+void PackNibbles(const uint8_t* codes, uint8_t* qs) {
+  for (int j = 0; j < 16; ++j) {
+    const uint8_t lo = std::min<uint8_t>(codes[j], 15), hi = std::min<uint8_t>(codes[j + 16], 15);
+    qs[j] = static_cast<uint8_t>(lo | (hi << 4));
+  }
+}
+
+int Nibble(const uint8_t* qs, int i) { return i < 16 ? qs[i] & 15 : qs[i - 16] >> 4; }
+
+}  // namespace
+
+void EncodeQ4_0Block(const uint8_t* codes, uint16_t d, uint8_t* out) {
+  StoreHalf(d, out);
+  PackNibbles(codes, out + 2);
+}
+
+void EncodeQ4_1Block(const uint8_t* codes, uint16_t d, uint16_t m, uint8_t* out) {
+  StoreHalf(d, out);
+  StoreHalf(m, out + 2);
+  PackNibbles(codes, out + 4);
+}
+
+void DecodeQ4_0Block(const uint8_t* block, float* x) {
+  const float d = HalfToFloat(LoadHalf(block));
+  for (int i = 0; i < kQ4Block; ++i) x[i] = static_cast<float>(Nibble(block + 2, i) - 8) * d;
+}
+
+void DecodeQ4_1Block(const uint8_t* block, float* x) {
+  const float d = HalfToFloat(LoadHalf(block)), m = HalfToFloat(LoadHalf(block + 2));
+  for (int i = 0; i < kQ4Block; ++i) x[i] = static_cast<float>(Nibble(block + 4, i)) * d + m;
+}
+
 void EncodeTernaryRow(GgmlType type, const int8_t* trits, int64_t n, float scale, uint8_t* out) {
   const uint16_t d = FloatToHalf(scale);
   for (int64_t b = 0; b < n / kQkK; ++b) {
@@ -312,7 +361,7 @@ void EncodeFloatRow(GgmlType type, const float* x, int64_t n, uint8_t* out) {
       }
       return;
     default:
-      return;  // ternary types take trits: EncodeTernaryRow
+      return;  // ternary and 4-bit types take codes: EncodeTernaryRow, EncodeQ4_*Block
   }
 }
 
@@ -330,6 +379,16 @@ void DequantizeRow(GgmlType type, const uint8_t* data, int64_t n, float* out) {
     case GgmlType::kQ8_0:
       for (int64_t b = 0; b < n / kQ8_0Block; ++b) {
         DecodeQ8_0Block(data + b * kQ8_0BlockBytes, out + b * kQ8_0Block);
+      }
+      return;
+    case GgmlType::kQ4_0:
+      for (int64_t b = 0; b < n / kQ4Block; ++b) {
+        DecodeQ4_0Block(data + b * kQ4_0BlockBytes, out + b * kQ4Block);
+      }
+      return;
+    case GgmlType::kQ4_1:
+      for (int64_t b = 0; b < n / kQ4Block; ++b) {
+        DecodeQ4_1Block(data + b * kQ4_1BlockBytes, out + b * kQ4Block);
       }
       return;
     case GgmlType::kTQ1_0:
@@ -852,8 +911,9 @@ absl::StatusOr<GgufFile> GgufFile::Parse(std::string bytes, const std::string& p
     }
     if (absl::Status s = c.Read(4, "ggml type", &type); !s.ok()) return s;
     if (!IsSupportedGgmlType(static_cast<uint32_t>(type))) {
-      return c.Error(at, absl::StrCat("tensor ", t.name, ": ggml type ", type,
-                                      " is not supported (F32, F16, Q8_0, TQ1_0, TQ2_0)"));
+      return c.Error(at,
+                     absl::StrCat("tensor ", t.name, ": ggml type ", type,
+                                  " is not supported (F32, F16, Q4_0, Q4_1, Q8_0, TQ1_0, TQ2_0)"));
     }
     t.type = static_cast<GgmlType>(type);
     absl::StatusOr<int64_t> nbytes = GgmlTensorBytes(t.type, t.dims);

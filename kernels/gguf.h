@@ -1,5 +1,5 @@
 // GGUF v3 files (the model format of llama.cpp / ggml): a writer, an independent bounds-checked
-// reader, and the ggml block formats we export (TQ2_0, TQ1_0, Q8_0, F16, F32).
+// reader, and the ggml block formats we export (TQ2_0, TQ1_0, Q4_0, Q4_1, Q8_0, F16, F32).
 //
 // File layout (every integer little-endian; "string" = u64 byte length + that many bytes, no NUL):
 //   bytes [0, 4)     magic "GGUF" (0x47 0x47 0x55 0x46)
@@ -31,6 +31,13 @@
 // Block formats (ggml type id: elements per block, bytes per block). fp16 = IEEE binary16, LE.
 //   F32  = 0:  1 element, 4 bytes.
 //   F16  = 1:  1 element, 2 bytes.
+//   Q4_0 = 2:  32 elements, 18 bytes: bytes [0,2) fp16 d; bytes [2,18) qs[16]. qs[j] (j = 0..15)
+//              holds the 4-bit code q of x[j] in bits [3:0] and that of x[j + 16] in bits [7:4];
+//              x = (q - 8) * d, q in 0..15 (ggml's block_q4_0 / dequantize_row_q4_0).
+//   Q4_1 = 3:  32 elements, 20 bytes: bytes [0,2) fp16 d; bytes [2,4) fp16 m; bytes [4,20)
+//              qs[16], nibbles as in Q4_0; x = q * d + m (block_q4_1 / dequantize_row_q4_1).
+//              q * d is exact in fp32 (11 x 4 significant bits), so x is one rounding of the
+//              exact q * d + m whether or not the compiler fuses the multiply-add.
 //   Q8_0 = 8:  32 elements, 34 bytes: bytes [0,2) fp16 d; bytes [2,34) int8 qs[32];
 //              x[i] = qs[i] * d. Encoder (ggml's reference): d = absmax / 127, qs[i] =
 //              round(x[i]/d) (half away from zero), d stored as fp16 while x/d uses the fp32 d.
@@ -70,11 +77,19 @@ float HalfToFloat(uint16_t h);
 // ---------------------------------------------------------------------------------------------
 // ggml tensor types and blocks
 
-enum class GgmlType : uint32_t { kF32 = 0, kF16 = 1, kQ8_0 = 8, kTQ1_0 = 34, kTQ2_0 = 35 };
+enum class GgmlType : uint32_t {
+  kF32 = 0,
+  kF16 = 1,
+  kQ4_0 = 2,
+  kQ4_1 = 3,
+  kQ8_0 = 8,
+  kTQ1_0 = 34,
+  kTQ2_0 = 35,
+};
 
 // False for ids we do not implement (ggml has many more).
 bool IsSupportedGgmlType(uint32_t id);
-const char* GgmlTypeName(GgmlType type);  // "F32", "F16", "Q8_0", "TQ1_0", "TQ2_0"
+const char* GgmlTypeName(GgmlType type);  // "F32", "F16", "Q4_0", "Q4_1", "Q8_0", "TQ1_0", "TQ2_0"
 int64_t GgmlBlockElements(GgmlType type);
 int64_t GgmlBlockBytes(GgmlType type);
 // Bytes of a tensor with GGUF-order dims; an error if dims[0] is not a multiple of the block,
@@ -86,6 +101,9 @@ inline constexpr int64_t kTq1BlockBytes = 54;
 inline constexpr int64_t kTq2BlockBytes = 66;
 inline constexpr int64_t kQ8_0Block = 32;
 inline constexpr int64_t kQ8_0BlockBytes = 34;
+inline constexpr int64_t kQ4Block = 32;  // elements per Q4_0 / Q4_1 block
+inline constexpr int64_t kQ4_0BlockBytes = 18;
+inline constexpr int64_t kQ4_1BlockBytes = 20;
 
 // One block from 256 trits (values in {-1,0,1}; anything else is clamped into that range) and
 // the fp16 bits of d.
@@ -98,6 +116,13 @@ void DecodeTq1Block(const uint8_t* block, int8_t* trits, uint16_t* d);
 // 32 floats <-> one Q8_0 block.
 void EncodeQ8_0Block(const float* x, uint8_t* out);
 void DecodeQ8_0Block(const uint8_t* block, float* x);
+// One block from 32 codes (values above 15 are clamped to 15) and the fp16 bits of d (and m).
+// No rounding happens here: the caller chooses codes, d and m (see gguf_export.h).
+void EncodeQ4_0Block(const uint8_t* codes, uint16_t d, uint8_t* out);
+void EncodeQ4_1Block(const uint8_t* codes, uint16_t d, uint16_t m, uint8_t* out);
+// The 32 values of a block, computed as ggml does: (q - 8) * d and q * d + m.
+void DecodeQ4_0Block(const uint8_t* block, float* x);
+void DecodeQ4_1Block(const uint8_t* block, float* x);
 
 // A row of n trits (n a multiple of 256) with one scale for every block: d = fp16(scale).
 void EncodeTernaryRow(GgmlType type, const int8_t* trits, int64_t n, float scale, uint8_t* out);

@@ -1,21 +1,23 @@
 // qat-packed -> GGUF conversion (see gguf_export.h for the mapping, the RoPE row permutation and
 // the tokenizer metadata).
 //
-// The packed file is read whole and checked like the runtime checks it (config keys, every
-// tensor's dtype and shape, ternary codes, finite scales, no leftover tensors); each tensor is
-// then encoded straight into its GGUF type and handed to GgufWriter, which lays out and writes
-// the file atomically.
+// The packed file is read whole and checked like the runtime checks it (config and per-linear
+// keys, every tensor's dtype and shape, packed codes, finite scales and zero points, no leftover
+// tensors); each tensor is then encoded straight into its GGUF type and handed to GgufWriter,
+// which lays out and writes the file atomically.
 #include "kernels/gguf_export.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <map>
 #include <set>
 
 #include "absl/status/status.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "kernels/lowbit.h"
 #include "kernels/runtime.h"
 #include "kernels/safetensors.h"
 #include "kernels/status_macros.h"
@@ -25,7 +27,6 @@ namespace qat::kernels {
 namespace {
 
 constexpr int64_t kByteTokens = 256;
-constexpr char kQuantPrefix[] = "qat.quant.";
 
 // llama.cpp token types (enum llama_token_type).
 constexpr int32_t kTokenNormal = 1;
@@ -65,6 +66,21 @@ int64_t SourceRow(int64_t row, int64_t heads, int64_t head_dim) {
   return head * head_dim + (within % 2) * (head_dim / 2) + within / 2;
 }
 
+// Rounds a block constant v (a scale d, or a Q4_1 offset m) to fp16 bits. False when fp16 cannot
+// hold it: too large, or nonzero but flushed to zero while `may_vanish` is false. Otherwise raises
+// *max_rel_error to its relative rounding error (a value flushed to zero is left out).
+bool ToHalf(float v, bool may_vanish, uint16_t* bits, double* max_rel_error) {
+  *bits = FloatToHalf(v);
+  const float rounded = HalfToFloat(*bits);
+  if (!std::isfinite(rounded)) return false;
+  if (v != 0.0f && rounded == 0.0f) return may_vanish;
+  if (v != 0.0f) {
+    *max_rel_error =
+        std::max(*max_rel_error, std::fabs(static_cast<double>(rounded) - v) / std::fabs(v));
+  }
+  return true;
+}
+
 class Converter {
  public:
   Converter(const SafetensorsFile& file, const GgufExportOptions& options, GgufWriter* writer,
@@ -77,9 +93,11 @@ class Converter {
   absl::Status Error(const std::string& what) const {
     return absl::InvalidArgumentError(absl::StrCat(file_.path(), ": ", what));
   }
+  // Why ToHalf refused `v`, the value of `what`.
+  absl::Status Fp16Error(const std::string& what, float v) const;
   absl::Status ParseConfig();
   int64_t head_dim() const { return c_.hidden_size / c_.num_heads; }
-  absl::Status ParseQuantKeys();
+  absl::Status ParseLinearKeys();
   void SetMetadata(const std::string& name);
   void SetTokenizer();
   absl::Status CheckTokenizer(const GgufTokenizer& t) const;
@@ -92,8 +110,20 @@ class Converter {
   // A dense [rows, cols] source (any float dtype) as dense_type, rows permuted for q/k.
   absl::Status AddDense(const std::string& hf, const std::string& gguf, int64_t rows, int64_t cols,
                         int64_t rope_heads);
+  // A linear weight of logical shape [rows, cols] in the storage its keys select.
+  absl::Status AddLinear(const std::string& hf, const std::string& gguf, int64_t rows, int64_t cols,
+                         int64_t rope_heads);
+  // The packed codes of `hf` (U8 [rows, row_bytes]), checked with the format's validator.
+  absl::StatusOr<const uint8_t*> ReadCodes(const std::string& hf, LinearFormat format, int64_t rows,
+                                           int64_t cols, int64_t row_bytes);
+  // A float tensor of one of `shapes` (described by `expected`) whose values are all finite.
+  absl::StatusOr<std::vector<float>> ReadFinite(const std::string& name,
+                                                const std::vector<std::vector<int64_t>>& shapes,
+                                                const std::string& expected);
   absl::Status AddTernary(const std::string& hf, const std::string& gguf, int64_t rows,
-                          int64_t cols, int64_t rope_heads);
+                          int64_t cols, int64_t rope_heads, LinearFormat format);
+  absl::Status AddIntK(const std::string& hf, const std::string& gguf, int64_t rows, int64_t cols,
+                       int64_t rope_heads, const LinearPacking& packing);
   // Encodes rows x cols floats (already permuted) as dense_type, or F16 when Q8_0 cannot hold
   // the row length; records the tensor in the report.
   absl::Status EncodeDense(const std::vector<float>& values, int64_t rows, int64_t cols,
@@ -105,9 +135,17 @@ class Converter {
   GgufWriter& writer_;
   GgufExportReport& report_;
   RuntimeConfig c_;  // the packed file's config, as the runtime reads it
-  std::set<std::string> packed_;  // linear names with "qat.quant.NAME" = "ternary2"
+  std::map<std::string, LinearPacking> packings_;  // linears with per-linear keys
   std::set<std::string> used_;
 };
+
+absl::Status Converter::Fp16Error(const std::string& what, float v) const {
+  if (!std::isfinite(HalfToFloat(FloatToHalf(v)))) {
+    return Error(
+        absl::StrCat(what, " = ", v, " does not fit in fp16 (|value| must be below 65520)"));
+  }
+  return Error(absl::StrCat(what, " = ", v, " underflows fp16 (|value| must be at least 2^-25)"));
+}
 
 absl::Status Converter::ParseConfig() {
   // The same keys and checks as the runtime (runtime.h); GGUF adds its tokenizer rules below.
@@ -139,26 +177,12 @@ absl::Status Converter::ParseConfig() {
   return absl::OkStatus();
 }
 
-absl::Status Converter::ParseQuantKeys() {
-  std::set<std::string> linear_names;
-  for (int64_t l = 0; l < c_.num_layers; ++l) {
-    for (const LinearSpec& spec : kLinears) {
-      linear_names.insert(absl::StrCat("model.layers.", l, ".", spec.hf_suffix));
-    }
-  }
-  for (const auto& [key, value] : file_.metadata()) {
-    if (!absl::StartsWith(key, kQuantPrefix)) continue;
-    const std::string name = key.substr(sizeof(kQuantPrefix) - 1);
-    if (value != "ternary2") {
-      return Error(absl::StrCat("metadata \"", key, "\" = \"", value,
-                                "\": only ternary2 linears (or fp32 ones) convert to GGUF"));
-    }
-    if (linear_names.count(name) == 0) {
-      return Error(absl::StrCat("metadata \"", key, "\": \"", name,
-                                "\" is not a linear weight of this model"));
-    }
-    packed_.insert(name);
-  }
+absl::Status Converter::ParseLinearKeys() {
+  // The runtime's parser: every packed format, its group, and "qat.act.NAME" (dropped, see
+  // gguf_export.h) are checked as the runtime checks them.
+  absl::StatusOr<std::map<std::string, LinearPacking>> packings = ParsePackedLinearKeys(file_, c_);
+  if (!packings.ok()) return packings.status();
+  packings_ = std::move(*packings);
   return absl::OkStatus();
 }
 
@@ -184,7 +208,8 @@ void Converter::SetMetadata(const std::string& name) {
 
 absl::Status Converter::CheckTokenizer(const GgufTokenizer& t) const {
   const auto bad = [&](const std::string& what) {
-    return absl::InvalidArgumentError(absl::StrCat("GGUF tokenizer for ", file_.path(), ": ", what));
+    return absl::InvalidArgumentError(
+        absl::StrCat("GGUF tokenizer for ", file_.path(), ": ", what));
   };
   if (t.model != "gpt2" && t.model != "llama") {
     return bad(absl::StrCat("model \"", t.model, "\", expected \"gpt2\" or \"llama\""));
@@ -201,8 +226,8 @@ absl::Status Converter::CheckTokenizer(const GgufTokenizer& t) const {
     return bad(absl::StrCat(t.scores.size(), " scores for ", n, " tokens of model ", t.model));
   }
   if (t.model == "llama" && !t.merges.empty()) return bad("merges given for a llama tokenizer");
-  for (const auto& [name, id] : {std::pair<const char*, int64_t>{"bos", t.bos},
-                                 {"eos", t.eos}, {"unk", t.unk}}) {
+  for (const auto& [name, id] :
+       {std::pair<const char*, int64_t>{"bos", t.bos}, {"eos", t.eos}, {"unk", t.unk}}) {
     if (id < -1 || id >= c_.vocab_size) {
       return bad(absl::StrCat(name, " id ", id, " is outside [-1, ", c_.vocab_size, ")"));
     }
@@ -241,10 +266,12 @@ void Converter::SetTokenizer() {
                 GgufValue::Float32Array(std::vector<float>(tokens.size(), 0.0f)));
   writer_.SetKv("tokenizer.ggml.token_type", GgufValue::Int32Array(types));
   if (c_.bos_id >= 0) {
-    writer_.SetKv("tokenizer.ggml.bos_token_id", GgufValue::Uint32(static_cast<uint32_t>(c_.bos_id)));
+    writer_.SetKv("tokenizer.ggml.bos_token_id",
+                  GgufValue::Uint32(static_cast<uint32_t>(c_.bos_id)));
   }
   if (c_.eos_id >= 0) {
-    writer_.SetKv("tokenizer.ggml.eos_token_id", GgufValue::Uint32(static_cast<uint32_t>(c_.eos_id)));
+    writer_.SetKv("tokenizer.ggml.eos_token_id",
+                  GgufValue::Uint32(static_cast<uint32_t>(c_.eos_id)));
   }
   writer_.SetKv("tokenizer.ggml.add_bos_token", GgufValue::Bool(c_.bos_id >= 0));
   writer_.SetKv("tokenizer.ggml.add_eos_token", GgufValue::Bool(false));
@@ -298,7 +325,8 @@ absl::Status Converter::AddNorm(const std::string& hf, const std::string& gguf) 
   absl::StatusOr<std::vector<float>> values = file_.ReadF32(hf);
   if (!values.ok()) return values.status();
   std::string bytes(values->size() * sizeof(float), '\0');
-  EncodeFloatRow(GgmlType::kF32, values->data(), c_.hidden_size, reinterpret_cast<uint8_t*>(&bytes[0]));
+  EncodeFloatRow(GgmlType::kF32, values->data(), c_.hidden_size,
+                 reinterpret_cast<uint8_t*>(&bytes[0]));
   QAT_RETURN_IF_ERROR(writer_.AddTensor(gguf, GgmlType::kF32, {c_.hidden_size}, std::move(bytes)));
   GgufTensorReport entry;
   entry.gguf_name = gguf;
@@ -377,55 +405,92 @@ absl::Status Converter::AddDense(const std::string& hf, const std::string& gguf,
   return EncodeDense(values, rows, cols, std::move(entry));
 }
 
-absl::Status Converter::AddTernary(const std::string& hf, const std::string& gguf, int64_t rows,
-                                   int64_t cols, int64_t rope_heads) {
+absl::Status Converter::AddLinear(const std::string& hf, const std::string& gguf, int64_t rows,
+                                  int64_t cols, int64_t rope_heads) {
+  const auto it = packings_.find(hf);
+  const LinearPacking packing = it == packings_.end() ? LinearPacking{} : it->second;
+  switch (packing.format) {
+    case LinearFormat::kDense:
+      return AddDense(hf, gguf, rows, cols, rope_heads);
+    case LinearFormat::kTernary2:
+    case LinearFormat::kTernary3:
+      return AddTernary(hf, gguf, rows, cols, rope_heads, packing.format);
+    case LinearFormat::kInt2:
+    case LinearFormat::kInt4:
+      return AddIntK(hf, gguf, rows, cols, rope_heads, packing);
+  }
+  return Error(absl::StrCat("tensor ", hf, ": unhandled storage"));
+}
+
+absl::StatusOr<const uint8_t*> Converter::ReadCodes(const std::string& hf, LinearFormat format,
+                                                    int64_t rows, int64_t cols, int64_t row_bytes) {
   absl::StatusOr<const TensorInfo*> t = Find(hf);
   if (!t.ok()) return t.status();
-  const int64_t row_bytes = TernaryRowBytes(cols);
+  const char* name = LinearFormatName(format);
   if ((*t)->dtype != DType::kU8 || (*t)->shape != std::vector<int64_t>{rows, row_bytes}) {
     return Error(absl::StrCat("tensor ", hf, " is ", DTypeName((*t)->dtype), " ",
-                              ShapeString((*t)->shape), ", expected U8 (ternary2) [", rows, ", ",
+                              ShapeString((*t)->shape), ", expected U8 (", name, ") [", rows, ", ",
                               row_bytes, "]"));
   }
   const uint8_t* packed = file_.Data(**t);
-  if (int64_t bad = ValidateTernary(packed, rows, cols); bad >= 0) {
-    return Error(absl::StrCat("tensor ", hf, ": invalid ternary2 byte 0x",
+  const int64_t bad = format == LinearFormat::kTernary2 ? ValidateTernary(packed, rows, cols)
+                      : format == LinearFormat::kTernary3
+                          ? ValidateTernary3(packed, rows, cols)
+                          : ValidateIntK(packed, rows, cols, format == LinearFormat::kInt2 ? 2 : 4);
+  if (bad >= 0) {
+    return Error(absl::StrCat("tensor ", hf, ": invalid ", name, " byte 0x",
                               absl::Hex(packed[bad], absl::kZeroPad2), " at byte offset ", bad,
                               " (row ", bad / row_bytes, ")"));
   }
-  std::vector<int8_t> trits(static_cast<size_t>(rows * cols));
-  UnpackTernary(packed, rows, cols, trits.data());
+  return packed;
+}
 
-  const std::string scale_name = hf + ".scale";
-  absl::StatusOr<const TensorInfo*> s = Find(scale_name);
-  if (!s.ok()) return s.status();
-  if (!IsFloatDType((*s)->dtype) || (*s)->shape.size() != 1 ||
-      ((*s)->shape[0] != 1 && (*s)->shape[0] != rows)) {
-    return Error(absl::StrCat("tensor ", scale_name, " is ", DTypeName((*s)->dtype), " ",
-                              ShapeString((*s)->shape), ", expected F32 [1] or [", rows, "]"));
+absl::StatusOr<std::vector<float>> Converter::ReadFinite(
+    const std::string& name, const std::vector<std::vector<int64_t>>& shapes,
+    const std::string& expected) {
+  absl::StatusOr<const TensorInfo*> t = Find(name);
+  if (!t.ok()) return t.status();
+  if (!IsFloatDType((*t)->dtype) ||
+      std::find(shapes.begin(), shapes.end(), (*t)->shape) == shapes.end()) {
+    return Error(absl::StrCat("tensor ", name, " is ", DTypeName((*t)->dtype), " ",
+                              ShapeString((*t)->shape), ", expected ", expected));
   }
-  absl::StatusOr<std::vector<float>> scales = file_.ReadF32(scale_name);
+  absl::StatusOr<std::vector<float>> values = file_.ReadF32(name);
+  if (!values.ok()) return values.status();
+  for (size_t i = 0; i < values->size(); ++i) {
+    if (!std::isfinite((*values)[i])) {
+      return Error(absl::StrCat("tensor ", name, "[", i, "] = ", (*values)[i], " is not finite"));
+    }
+  }
+  return values;
+}
+
+absl::Status Converter::AddTernary(const std::string& hf, const std::string& gguf, int64_t rows,
+                                   int64_t cols, int64_t rope_heads, LinearFormat format) {
+  const bool three = format == LinearFormat::kTernary3;
+  absl::StatusOr<const uint8_t*> packed =
+      ReadCodes(hf, format, rows, cols, three ? Ternary3RowBytes(cols) : TernaryRowBytes(cols));
+  if (!packed.ok()) return packed.status();
+  std::vector<int8_t> trits(static_cast<size_t>(rows * cols));
+  if (three) {
+    UnpackTernary3(*packed, rows, cols, trits.data());
+  } else {
+    UnpackTernary(*packed, rows, cols, trits.data());
+  }
+  const std::string scale_name = hf + ".scale";
+  absl::StatusOr<std::vector<float>> scales =
+      ReadFinite(scale_name, {{1}, {rows}}, absl::StrCat("F32 [1] or [", rows, "]"));
   if (!scales.ok()) return scales.status();
 
   GgufTensorReport entry;
   entry.gguf_name = gguf;
   entry.source_name = hf;
+  entry.packed_format = LinearFormatName(format);
   entry.ternary = true;
   for (size_t i = 0; i < scales->size(); ++i) {
-    const float scale = (*scales)[i];
-    const float rounded = HalfToFloat(FloatToHalf(scale));
-    if (!std::isfinite(scale) || !std::isfinite(rounded)) {
-      return Error(absl::StrCat("tensor ", scale_name, "[", i, "] = ", scale,
-                                " does not fit in fp16 (|scale| must be below 65520)"));
-    }
-    if (scale != 0.0f && rounded == 0.0f) {
-      return Error(absl::StrCat("tensor ", scale_name, "[", i, "] = ", scale,
-                                " underflows fp16 (|scale| must be at least 2^-25)"));
-    }
-    if (scale != 0.0f) {
-      entry.max_scale_rel_error =
-          std::max(entry.max_scale_rel_error,
-                   std::fabs(static_cast<double>(rounded) - scale) / std::fabs(scale));
+    uint16_t d = 0;
+    if (!ToHalf((*scales)[i], /*may_vanish=*/false, &d, &entry.max_scale_rel_error)) {
+      return Fp16Error(absl::StrCat("tensor ", scale_name, "[", i, "]"), (*scales)[i]);
     }
   }
   auto scale_of_row = [&](int64_t source_row) {
@@ -463,6 +528,101 @@ absl::Status Converter::AddTernary(const std::string& hf, const std::string& ggu
   return absl::OkStatus();
 }
 
+absl::Status Converter::AddIntK(const std::string& hf, const std::string& gguf, int64_t rows,
+                                int64_t cols, int64_t rope_heads, const LinearPacking& packing) {
+  const int bits = packing.format == LinearFormat::kInt2 ? 2 : 4;
+  const int64_t group = packing.group;
+  absl::StatusOr<const uint8_t*> packed =
+      ReadCodes(hf, packing.format, rows, cols, IntKRowBytes(bits, cols));
+  if (!packed.ok()) return packed.status();
+  std::vector<uint8_t> codes(static_cast<size_t>(rows * cols));
+  UnpackIntK(*packed, rows, cols, bits, codes.data());
+  const int64_t groups = IntKGroupsPerRow(group, cols);
+  const std::string expected =
+      absl::StrCat("F32 [", rows * groups, "] or [", rows, ", ", groups, "] (group ", group, ")");
+  absl::StatusOr<std::vector<float>> scales =
+      ReadFinite(hf + ".scale", {{rows * groups}, {rows, groups}}, expected);
+  if (!scales.ok()) return scales.status();
+  absl::StatusOr<std::vector<float>> zeros =
+      ReadFinite(hf + ".zero", {{rows * groups}, {rows, groups}}, expected);
+  if (!zeros.ok()) return zeros.status();
+  // The scale and zero point of weight (source row, col): they travel with the row when q/k rows
+  // are permuted.
+  auto group_of = [&](int64_t src, int64_t col) {
+    return static_cast<size_t>(src * groups + col / group);
+  };
+
+  // Q4_0 holds d * (q' - 8): exactly scale * (q - zero) for q' = q + 8 - zero when every zero
+  // point is an integer that keeps q' in 0..15 for all 2^bits codes. Otherwise Q4_1 (d * q + m).
+  const float max_code = static_cast<float>((1 << bits) - 1);
+  const bool q4_0 = std::all_of(zeros->begin(), zeros->end(), [&](float z) {
+    return z == std::round(z) && z <= 8.0f && z >= max_code - 7.0f;
+  });
+  const GgmlType type = q4_0 ? GgmlType::kQ4_0 : GgmlType::kQ4_1;
+
+  GgufTensorReport entry;
+  entry.gguf_name = gguf;
+  entry.source_name = hf;
+  entry.packed_format = LinearFormatName(packing.format);
+  if (cols % kQ4Block != 0) {
+    // ggml's 4-bit blocks span 32 weights of one row; store the runtime's values densely instead.
+    std::vector<float> values(static_cast<size_t>(rows * cols));
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t src = SourceRow(r, rope_heads, head_dim());
+      for (int64_t col = 0; col < cols; ++col) {
+        const size_t g = group_of(src, col);
+        values[r * cols + col] =
+            (*scales)[g] * (static_cast<float>(codes[src * cols + col]) - (*zeros)[g]);
+      }
+    }
+    entry.fallback = true;
+    entry.note = absl::StrCat("row length ", cols,
+                              " is not a multiple of 32: ", GgmlTypeName(options_.dense_type),
+                              " instead of ", GgmlTypeName(type));
+    return EncodeDense(values, rows, cols, std::move(entry));
+  }
+
+  const int64_t block_bytes = GgmlBlockBytes(type);
+  const int64_t out_row_bytes = cols / kQ4Block * block_bytes;
+  std::string bytes(static_cast<size_t>(rows * out_row_bytes), '\0');
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t src = SourceRow(r, rope_heads, head_dim());
+    for (int64_t b = 0; b < cols / kQ4Block; ++b) {
+      const size_t g = group_of(src, b * kQ4Block);  // a block lies in one group (32 | group)
+      const float scale = (*scales)[g], zero = (*zeros)[g];
+      const uint8_t* q = codes.data() + src * cols + b * kQ4Block;
+      // The scale of a block whose weights are all 0 (q = zero) is never used: fp16 may flush it.
+      const bool all_zero = std::all_of(
+          q, q + kQ4Block, [&](uint8_t code) { return static_cast<float>(code) == zero; });
+      uint16_t d = 0;
+      if (!ToHalf(scale, all_zero, &d, &entry.max_scale_rel_error)) {
+        return Fp16Error(absl::StrCat("tensor ", hf, ".scale[", g, "]"), scale);
+      }
+      uint8_t* block = reinterpret_cast<uint8_t*>(&bytes[0]) + r * out_row_bytes + b * block_bytes;
+      if (q4_0) {
+        const int shift = 8 - static_cast<int>(zero);
+        uint8_t shifted[kQ4Block];
+        for (int i = 0; i < kQ4Block; ++i) shifted[i] = static_cast<uint8_t>(q[i] + shift);
+        EncodeQ4_0Block(shifted, d, block);
+      } else {
+        const float offset = -scale * zero;
+        uint16_t m = 0;
+        if (!ToHalf(offset, /*may_vanish=*/true, &m, &entry.max_offset_rel_error)) {
+          return Fp16Error(
+              absl::StrCat("the Q4_1 offset -", hf, ".scale[", g, "] * ", hf, ".zero[", g, "]"),
+              offset);
+        }
+        EncodeQ4_1Block(q, d, m, block);
+      }
+    }
+  }
+  QAT_RETURN_IF_ERROR(writer_.AddTensor(gguf, type, {cols, rows}, std::move(bytes)));
+  entry.type = type;
+  entry.dims = {cols, rows};
+  report_.tensors.push_back(std::move(entry));
+  return absl::OkStatus();
+}
+
 absl::Status Converter::CheckAllTensorsUsed() const {
   for (const TensorInfo& t : file_.tensors()) {
     if (used_.count(t.name) == 0) {
@@ -474,7 +634,7 @@ absl::Status Converter::CheckAllTensorsUsed() const {
 
 absl::Status Converter::Run(const std::string& name) {
   QAT_RETURN_IF_ERROR(ParseConfig());
-  QAT_RETURN_IF_ERROR(ParseQuantKeys());
+  QAT_RETURN_IF_ERROR(ParseLinearKeys());
   SetMetadata(name);
 
   QAT_RETURN_IF_ERROR(
@@ -494,9 +654,7 @@ absl::Status Converter::Run(const std::string& name) {
                                                                  : 0;
       const std::string hf_name = hf + spec.hf_suffix;
       const std::string gguf_name = gguf + spec.gguf_suffix;
-      QAT_RETURN_IF_ERROR(packed_.count(hf_name) > 0
-                              ? AddTernary(hf_name, gguf_name, out, in, rope_heads)
-                              : AddDense(hf_name, gguf_name, out, in, rope_heads));
+      QAT_RETURN_IF_ERROR(AddLinear(hf_name, gguf_name, out, in, rope_heads));
       // Optional bias (Qwen2's q/k/v): packed NAME.bias ("...q_proj.weight.bias", runtime.h)
       // -> "blk.N.attn_q.bias"; llama.cpp's llama architecture loads these when present.
       const std::string hf_bias = hf_name + ".bias";
@@ -509,7 +667,8 @@ absl::Status Converter::Run(const std::string& name) {
   }
   QAT_RETURN_IF_ERROR(AddNorm("model.norm.weight", "output_norm.weight"));
   if (!c_.tie_embeddings) {
-    QAT_RETURN_IF_ERROR(AddDense("lm_head.weight", "output.weight", c_.vocab_size, c_.hidden_size, 0));
+    QAT_RETURN_IF_ERROR(
+        AddDense("lm_head.weight", "output.weight", c_.vocab_size, c_.hidden_size, 0));
   }
   return CheckAllTensorsUsed();
 }
@@ -558,9 +717,12 @@ std::string FormatGgufExportReport(const GgufExportReport& report) {
   for (const GgufTensorReport& t : report.tensors) {
     absl::StrAppend(&out, absl::StrFormat("%-28s %-6s %-14s", t.gguf_name, GgmlTypeName(t.type),
                                           ShapeString(t.dims)));
-    if (t.ternary && !t.fallback) {
-      absl::StrAppend(&out,
-                      absl::StrFormat("  fp16 scale rel. error <= %.2g", t.max_scale_rel_error));
+    if (!t.packed_format.empty() && !t.fallback) {
+      absl::StrAppend(&out, absl::StrFormat("  from %s, fp16 rel. error d <= %.2g", t.packed_format,
+                                            t.max_scale_rel_error));
+      if (t.type == GgmlType::kQ4_1) {
+        absl::StrAppend(&out, absl::StrFormat(", m <= %.2g", t.max_offset_rel_error));
+      }
     }
     if (t.fallback) absl::StrAppend(&out, "  FALLBACK: ", t.note);
     out += "\n";

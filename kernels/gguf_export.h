@@ -10,14 +10,30 @@
 //   model.layers.N.post_attention_layernorm.weight blk.N.ffn_norm.weight     F32
 //   model.layers.N.self_attn.{q,k,v,o}_proj.weight blk.N.attn_{q,k,v,output}.weight
 //   model.layers.N.mlp.{gate,up,down}_proj.weight  blk.N.ffn_{gate,up,down}.weight
-// Linear weights packed as ternary2 become ternary_type (TQ2_0 or TQ1_0) with every block's
-// d = fp16(scale) of its tensor (per-tensor scale) or row (per-row scale), trits stored exactly;
-// a ternary weight whose row length is not a multiple of 256 falls back to dense_type (F16 unless
-// asked otherwise) and the report says so. Linear weights stored in F32 become dense_type. A
-// Q8_0 tensor whose row length is not a multiple of 32 falls back to F16 (also reported).
-// Packed versions 1 and 2 are read; linears must be F32 or ternary2 (other packed formats are an
-// error). "qat.act.NAME" = "int8" keys are accepted and dropped: llama.cpp quantizes the
-// activations of TQ1_0/TQ2_0 products to 8 bits itself (per 256-weight block, not per token).
+// Linear weights, by their packed storage (runtime.h); every packed format converts, and each
+// GGUF weight equals the runtime's weight up to the fp16 rounding of the block constants:
+//   ternary2, ternary3 -> ternary_type (TQ2_0 or TQ1_0): trits stored exactly, every block's
+//     d = fp16(scale) of its tensor (per-tensor scale) or row (per-row scale).
+//   int4, int2 (w = scale[g] * (q - zero[g]), groups of 32, 64 or 128 along the row) -> blocks of
+//     32 weights, each inside one group since groups are multiples of 32, d = fp16(scale[g]):
+//     Q4_0 (w = d * (q' - 8)) with q' = q + 8 - zero[g] when every zero point of the tensor is
+//     an integer that keeps q' in 0..15 for every code q (int4: zero = 8, as the symmetric
+//     quantizers of quant/quantizer.h write it; int2: -4..8, e.g. the symmetric zero = 2), so
+//     the weight is exactly d * (q - zero); otherwise Q4_1 (w = d * q + m) with q as it is and
+//     m = fp16(-scale[g] * zero[g]) (asymmetric groups, fractional zero points as seq's 7.5).
+//     Q4_0 takes 4.5 bits per weight, Q4_1 5. int2 gets 4-bit codes too: ggml's 2-bit Q2_K
+//     quantizes its per-16 scales and mins to 4 bits, which cannot hold fp32-trained ones.
+//   f32 (no "qat.quant.NAME") -> dense_type.
+// A ternary weight whose row length is not a multiple of 256, or an int weight whose row length
+// is not a multiple of 32, falls back to dense_type (F16 unless asked otherwise), holding the
+// runtime's values; the report says so. A Q8_0 tensor whose row length is not a multiple of 32
+// falls back to F16 (also reported). A scale or m too large for fp16 (65520 and up) is an error,
+// as is a scale that fp16 flushes to zero (below 2^-25), except in an int block whose weights are
+// all 0 (q = zero): the symmetric quantizers give an all-zero group a scale of about 1e-9.
+// Packed versions 1 and 2 are read, their per-linear keys checked as the runtime checks them.
+// "qat.act.NAME" = "int8" keys are accepted and dropped: llama.cpp quantizes the activations of
+// these products to 8 bits itself, per block (256 weights for TQ1_0/TQ2_0, 32 for Q4_0/Q4_1,
+// as Q8_0/Q8_1), not per token.
 // With tied embeddings no output.weight is written: llama.cpp then uses token_embd for the output.
 // Optional biases NAME.bias F32 [out] of a linear NAME (runtime.h; e.g.
 // model.layers.N.self_attn.q_proj.weight.bias, Qwen2 has q/k/v) become
@@ -29,7 +45,8 @@
 // reorders the rows of q_proj (with num_heads) and k_proj (with num_kv_heads) inside each head:
 //   gguf_row[h*hd + 2i + j] = hf_row[h*hd + j*hd/2 + i],  i < hd/2, j in {0, 1}
 // (reshape(heads, 2, hd/2, in).swapaxes(1, 2)). We apply the same permutation, to per-row scales
-// too. Attention scores are unchanged: q and k are permuted alike within each head.
+// and to the per-group scales and zero points of a row too (they travel with their row).
+// Attention scores are unchanged: q and k are permuted alike within each head.
 //
 // Tokenizer (qat's byte tokenizer: ids 0..255 are bytes, then BOS and EOS), as a SentencePiece
 // ("llama") vocabulary with byte fallback only. What llama.cpp does with it (src/llama-vocab.cpp):
@@ -99,12 +116,17 @@ struct GgufTensorReport {
   std::string source_name;  // the tensor's name in the packed file
   GgmlType type = GgmlType::kF32;
   std::vector<int64_t> dims;  // GGUF order: dims[0] = row length
-  bool ternary = false;       // the source was a packed ternary tensor
-  bool fallback = false;      // stored in another type than the one asked for (see note)
-  std::string note;           // why it fell back; empty otherwise
-  // Largest |fp16(scale) - scale| / |scale| over the tensor's scales (ternary tensors only);
-  // at most 2^-11 unless a scale is below fp16's normal range (6.1e-5).
+  // The packed storage of the source ("ternary2", "ternary3", "int2", "int4"); empty for F32.
+  std::string packed_format;
+  bool ternary = false;   // the source was a packed ternary tensor (ternary2 or ternary3)
+  bool fallback = false;  // stored in another type than the one asked for (see note)
+  std::string note;       // why it fell back; empty otherwise
+  // Packed sources stored in blocks: the largest relative fp16 rounding error |fp16(v) - v| / |v|
+  // of the d values (v = scale) and of the Q4_1 m values (v = -scale * zero, in fp32) written,
+  // over nonzero v. At most 2^-11 unless some |v| is below fp16's normal range (6.1e-5); a v
+  // that fp16 flushes to zero is left out (an m below 2^-25, or the scale of an all-zero block).
   double max_scale_rel_error = 0;
+  double max_offset_rel_error = 0;
 };
 
 struct GgufExportReport {
@@ -114,8 +136,8 @@ struct GgufExportReport {
 };
 
 // Reads the packed file, converts it, and writes `out_path` atomically. Errors name the file and
-// the tensor or key at fault (a malformed packed file, a non-byte tokenizer, a scale that does not
-// fit in fp16, bad options).
+// the tensor or key at fault (a malformed packed file, a non-byte tokenizer, a scale or offset
+// that does not fit in fp16, bad options).
 absl::StatusOr<GgufExportReport> ConvertPackedToGguf(const std::string& packed_path,
                                                      const std::string& out_path,
                                                      const GgufExportOptions& options = {});

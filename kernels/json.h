@@ -103,5 +103,7 @@ absl::StatusOr<Value> Parse(std::string_view text, const ParseOptions& options =
 std::string Serialize(const Value& value);
 
 bool IsValidUtf8(std::string_view s);
+// Appends code point cp (at most U+10FFFF) as UTF-8.
+void AppendUtf8(uint32_t cp, std::string* out);
 
 }  // namespace qat::kernels::json

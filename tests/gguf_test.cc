@@ -1,5 +1,5 @@
-// Tests of the GGUF writer/reader, the ggml block codecs (fp16, TQ2_0, TQ1_0, Q8_0) and the
-// qat-packed -> GGUF conversion, including hostile GGUF inputs.
+// Tests of the GGUF writer/reader, the ggml block codecs (fp16, TQ2_0, TQ1_0, Q4_0, Q4_1, Q8_0)
+// and the qat-packed -> GGUF conversion of every packed format, including hostile GGUF inputs.
 #include <gtest/gtest.h>
 #include <immintrin.h>
 #include <stdlib.h>
@@ -8,14 +8,18 @@
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <limits>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/gguf.h"
 #include "kernels/gguf_export.h"
+#include "kernels/lowbit.h"
 #include "kernels/safetensors.h"
 #include "kernels/ternary.h"
 
@@ -290,6 +294,104 @@ TEST(Q8_0Test, RoundTripWithinHalfAStep) {
   for (float v : out) EXPECT_EQ(v, 0.0f);
 }
 
+TEST(Q4Test, HandMadeQ4_0BlockByteByByte) {
+  std::vector<uint8_t> codes(32, 8);  // code 8 is the value 0
+  codes[0] = 1;                       // qs[0] bits [3:0]
+  codes[16] = 2;                      // qs[0] bits [7:4]
+  codes[15] = 15;                     // qs[15] bits [3:0]
+  codes[31] = 0;                      // qs[15] bits [7:4]
+  uint8_t block[kQ4_0BlockBytes];
+  EncodeQ4_0Block(codes.data(), FloatToHalf(0.5f), block);
+  EXPECT_EQ(block[0], 0x00);  // fp16 0.5 = 0x3800, little-endian
+  EXPECT_EQ(block[1], 0x38);
+  for (int j = 0; j < 16; ++j) {
+    const uint8_t expected = j == 0 ? 0x21 : (j == 15 ? 0x0f : 0x88);
+    EXPECT_EQ(block[2 + j], expected) << "qs byte " << j;
+  }
+  float x[32];
+  DecodeQ4_0Block(block, x);
+  for (int i = 0; i < 32; ++i) {
+    const float expected = i == 0 ? -3.5f : i == 16 ? -3.0f : i == 15 ? 3.5f : i == 31 ? -4.0f : 0;
+    EXPECT_EQ(x[i], expected) << "element " << i;  // (q - 8) * d
+  }
+}
+
+TEST(Q4Test, HandMadeQ4_1BlockByteByByte) {
+  std::vector<uint8_t> codes(32);
+  for (int j = 0; j < 16; ++j) {
+    codes[j] = static_cast<uint8_t>(j);
+    codes[j + 16] = static_cast<uint8_t>(15 - j);
+  }
+  codes[31] = 200;  // clamped to 15
+  uint8_t block[kQ4_1BlockBytes];
+  EncodeQ4_1Block(codes.data(), FloatToHalf(0.25f), FloatToHalf(-1.5f), block);
+  EXPECT_EQ(block[0], 0x00);  // d: fp16 0.25 = 0x3400
+  EXPECT_EQ(block[1], 0x34);
+  EXPECT_EQ(block[2], 0x00);  // m: fp16 -1.5 = 0xbe00
+  EXPECT_EQ(block[3], 0xbe);
+  for (int j = 0; j < 16; ++j) {
+    const int high = j == 15 ? 15 : 15 - j;
+    EXPECT_EQ(block[4 + j], j | (high << 4)) << "qs byte " << j;
+  }
+  float x[32];
+  DecodeQ4_1Block(block, x);
+  for (int j = 0; j < 16; ++j) {
+    EXPECT_EQ(x[j], j * 0.25f - 1.5f);  // q * d + m
+    EXPECT_EQ(x[j + 16], (j == 15 ? 15 : 15 - j) * 0.25f - 1.5f);
+  }
+}
+
+// ggml's dequantize_row_q4_0 / _q4_1 in their loop form: for j < 16, y[j] from the low nibble of
+// qs[j] and y[j + 16] from its high nibble; (x - 8) * d, or x * d + m.
+std::vector<float> GgmlOrderQ4(const uint8_t* block, bool q4_1) {
+  auto half = [&](int at) {
+    return HalfToFloat(static_cast<uint16_t>(block[at] | (block[at + 1] << 8)));
+  };
+  const float d = half(0), m = q4_1 ? half(2) : 0.0f;
+  const uint8_t* qs = block + (q4_1 ? 4 : 2);
+  std::vector<float> y(32);
+  for (int j = 0; j < 16; ++j) {
+    const int x0 = qs[j] & 0x0f, x1 = qs[j] >> 4;
+    y[j] = q4_1 ? x0 * d + m : (x0 - 8) * d;
+    y[j + 16] = q4_1 ? x1 * d + m : (x1 - 8) * d;
+  }
+  return y;
+}
+
+TEST(Q4Test, RandomRowsMatchGgmlDequantizationOrder) {
+  std::mt19937 rng(13);
+  std::uniform_int_distribution<int> code(0, 15);
+  std::uniform_real_distribution<float> value(-2.0f, 2.0f);
+  for (GgmlType type : {GgmlType::kQ4_0, GgmlType::kQ4_1}) {
+    const bool q4_1 = type == GgmlType::kQ4_1;
+    const int64_t block_bytes = GgmlBlockBytes(type);
+    for (int iter = 0; iter < 100; ++iter) {
+      std::vector<uint8_t> row(static_cast<size_t>(4 * block_bytes));
+      std::vector<uint8_t> codes(128);
+      for (auto& c : codes) c = static_cast<uint8_t>(code(rng));
+      for (int b = 0; b < 4; ++b) {
+        const uint16_t d = FloatToHalf(value(rng)), m = FloatToHalf(value(rng));
+        if (q4_1) {
+          EncodeQ4_1Block(codes.data() + 32 * b, d, m, row.data() + b * block_bytes);
+        } else {
+          EncodeQ4_0Block(codes.data() + 32 * b, d, row.data() + b * block_bytes);
+        }
+      }
+      std::vector<float> values(128);
+      DequantizeRow(type, row.data(), 128, values.data());
+      for (int b = 0; b < 4; ++b) {
+        const std::vector<float> y = GgmlOrderQ4(row.data() + b * block_bytes, q4_1);
+        for (int i = 0; i < 32; ++i) ASSERT_EQ(values[32 * b + i], y[i]) << GgmlTypeName(type);
+        // The nibbles hold the codes as given.
+        for (int i = 0; i < 32; ++i) {
+          const uint8_t* qs = row.data() + b * block_bytes + (q4_1 ? 4 : 2);
+          ASSERT_EQ(i < 16 ? qs[i] & 15 : qs[i - 16] >> 4, codes[32 * b + i]);
+        }
+      }
+    }
+  }
+}
+
 TEST(F16RowTest, RoundTripWithinHalfAnUlp) {
   std::mt19937 rng(3);
   std::normal_distribution<float> normal(0.0f, 10.0f);
@@ -377,12 +479,14 @@ TEST(GgufWriterTest, EveryValueTypeAndTensorTypeRoundTrips) {
     std::string bytes;
   };
   std::vector<Expected> expected;
-  for (GgmlType type :
-       {GgmlType::kF32, GgmlType::kF16, GgmlType::kQ8_0, GgmlType::kTQ1_0, GgmlType::kTQ2_0}) {
+  for (GgmlType type : {GgmlType::kF32, GgmlType::kF16, GgmlType::kQ4_0, GgmlType::kQ4_1,
+                        GgmlType::kQ8_0, GgmlType::kTQ1_0, GgmlType::kTQ2_0}) {
     const std::vector<int64_t> dims = {256, 2};
     std::string bytes(static_cast<size_t>(*GgmlTensorBytes(type, dims)), '\0');
     if (type == GgmlType::kTQ1_0 || type == GgmlType::kTQ2_0) {
       EncodeTernaryRow(type, trits.data(), 512, 0.03f, reinterpret_cast<uint8_t*>(&bytes[0]));
+    } else if (type == GgmlType::kQ4_0 || type == GgmlType::kQ4_1) {
+      for (char& b : bytes) b = static_cast<char>(rng());  // every byte pattern is a valid block
     } else {
       EncodeFloatRow(type, values.data(), 512, reinterpret_cast<uint8_t*>(&bytes[0]));
     }
@@ -488,7 +592,9 @@ TEST(GgufWriterTest, RejectsBadInput) {
   EXPECT_FALSE(w.AddTensor("x", GgmlType::kF32, {-1}, "").ok());
   EXPECT_FALSE(w.AddTensor(std::string(64, 'n'), GgmlType::kF32, {1}, std::string(4, '\0')).ok());
   EXPECT_FALSE(w.AddTensor("", GgmlType::kF32, {1}, std::string(4, '\0')).ok());
-  EXPECT_FALSE(w.AddTensor("x", static_cast<GgmlType>(2), {32}, std::string(18, '\0')).ok());
+  EXPECT_FALSE(w.AddTensor("x", static_cast<GgmlType>(6), {32}, std::string(22, '\0')).ok());
+  EXPECT_FALSE(w.AddTensor("x", GgmlType::kQ4_0, {48}, std::string(27, '\0')).ok());
+  EXPECT_FALSE(w.AddTensor("x", GgmlType::kQ4_1, {32}, std::string(18, '\0')).ok());  // 20
   ASSERT_TRUE(w.AddTensor("x", GgmlType::kF32, {1}, std::string(4, '\0')).ok());
   EXPECT_FALSE(w.AddTensor("x", GgmlType::kF32, {1}, std::string(4, '\0')).ok());  // duplicate
   ASSERT_TRUE(w.Serialize().ok());
@@ -581,6 +687,39 @@ TEST(GgufReaderTest, HandMadeFileParses) {
   EXPECT_EQ(f->Data(f->tensors()[1])[0], 0x02);
 }
 
+// Q4_0 and Q4_1 tensors assembled by hand: their sizes (18 and 20 bytes per 32 elements) and
+// values as ggml reads them.
+TEST(GgufReaderTest, HandMadeQ4TensorsDequantize) {
+  Raw r = Header(2, 0);
+  r.Str("q4_0").U32(2).U64(32).U64(2).U32(2).U64(0);  // 2 rows of one block: 36 bytes
+  r.Str("q4_1").U32(1).U64(64).U32(3).U64(64);        // 1 row of two blocks: 40 bytes
+  r.Pad(32);
+  // Q4_0 row 0: d = 1, every nibble 9 (value 1); row 1: d = -2 (0xc000), low nibbles 0, high 15.
+  r.U8(0x00).U8(0x3c).Bytes(16, '\x99');
+  r.U8(0x00).U8(0xc0).Bytes(16, '\xf0');
+  r.Bytes(64 - 36, '\0');
+  // Q4_1 block 0: d = 0.5, m = 1 (0x3c00), nibbles 3; block 1: d = 0, m = -0.25 (0xb400).
+  r.U8(0x00).U8(0x38).U8(0x00).U8(0x3c).Bytes(16, '\x33');
+  r.U8(0x00).U8(0x00).U8(0x00).U8(0xb4).Bytes(16, '\x7e');
+  absl::StatusOr<GgufFile> f = GgufFile::Parse(r.str(), "q4.gguf");
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->tensors()[0].bytes, 36);
+  EXPECT_EQ(f->tensors()[1].bytes, 40);
+  const std::vector<float> a = *f->Dequantize("q4_0");
+  ASSERT_EQ(a.size(), 64u);
+  for (int i = 0; i < 32; ++i) {
+    EXPECT_EQ(a[i], 1.0f);
+    EXPECT_EQ(a[32 + i], i < 16 ? 16.0f : -14.0f);  // (0 - 8) * -2, (15 - 8) * -2
+  }
+  const std::vector<float> b = *f->Dequantize("q4_1");
+  ASSERT_EQ(b.size(), 64u);
+  for (int i = 0; i < 32; ++i) {
+    EXPECT_EQ(b[i], 2.5f);  // 3 * 0.5 + 1
+    EXPECT_EQ(b[32 + i], -0.25f);
+  }
+  EXPECT_FALSE(GgufFile::Parse(r.str().substr(0, r.size() - 1), "q4.gguf").ok());
+}
+
 TEST(GgufReaderTest, EveryTruncationIsAnError) {
   const std::string full = ValidRaw().str();
   for (size_t len = 0; len < full.size(); ++len) {  // tensor b ends exactly at the end of the file
@@ -596,6 +735,7 @@ TEST(GgufReaderTest, RandomCorruptionNeverCrashes) {
   GgufWriter w = WriterWithEveryValueType();
   ASSERT_TRUE(w.AddTensor("q", GgmlType::kQ8_0, {32, 2}, std::string(68, '\x05')).ok());
   ASSERT_TRUE(w.AddTensor("t", GgmlType::kTQ1_0, {256}, std::string(54, '\x40')).ok());
+  ASSERT_TRUE(w.AddTensor("q4", GgmlType::kQ4_1, {32}, std::string(20, '\x3c')).ok());
   const std::string written = *w.Serialize();
   std::mt19937 rng(5);
   for (const std::string& full : {ValidRaw().str(), written}) {
@@ -724,9 +864,15 @@ TEST(GgufReaderTest, MalformedFilesGiveClearErrors) {
   }
   {
     Raw r = Header(1, 0);
-    r.Str("a").U32(1).U64(32).U32(2).U64(0);  // Q4_0
+    r.Str("a").U32(1).U64(32).U32(6).U64(0);  // Q5_0
     r.Pad(32).Bytes(32, '\0');
-    cases.push_back({"unsupported ggml type", r.str(), "ggml type 2"});
+    cases.push_back({"unsupported ggml type", r.str(), "ggml type 6"});
+  }
+  {
+    Raw r = Header(1, 0);
+    r.Str("a").U32(1).U64(48).U32(3).U64(0);  // Q4_1 rows must be multiples of 32
+    r.Pad(32).Bytes(64, '\0');
+    cases.push_back({"Q4_1 row not a multiple of the block", r.str(), "not a multiple of 32"});
   }
   {
     Raw r = Header(1, 0);
@@ -763,14 +909,37 @@ TEST(GgufReaderTest, MalformedFilesGiveClearErrors) {
 // ---------------------------------------------------------------------------------------------
 // Conversion
 
+// How WriteTinyPacked stores one linear weight (runtime.h).
+struct Storage {
+  std::string format = "ternary2";  // "f32", "ternary2", "ternary3", "int2" or "int4"
+  int64_t group = 0;                // int2/int4: 32, 64 or 128
+  bool symmetric = false;  // int2/int4: every zero point 2^(bits-1), as quant/quantizer.h's
+                           // symmetric quantizers write it; otherwise fractional zero points
+  bool per_row = false;    // ternary: a scale per row (else per tensor)
+};
+
+// The default storage: ternary2 with per-tensor scales in layer 0 and per-row scales in layer 1,
+// whose v_proj stays F32.
+Storage DefaultStorage(int64_t layer, const std::string& hf) {
+  if (layer == 1 && hf == "self_attn.v_proj.weight") return {"f32"};
+  Storage s;
+  s.per_row = layer == 1;
+  return s;
+}
+
 struct TinyConfig {
   int64_t vocab = 258, hidden = 256, intermediate = 512, layers = 2, heads = 4, kv_heads = 2;
   bool tie = false;
   std::string tokenizer = "byte";
   float scale_multiplier = 1.0f;
   bool extra_tensor = false;
+  // Unset: DefaultStorage in a version 1 file; set: this storage in a version 2 file.
+  std::function<Storage(int64_t layer, const std::string& hf)> storage;
   int64_t head_dim() const { return hidden / heads; }
   int64_t kv_dim() const { return kv_heads * head_dim(); }
+  Storage StorageOf(int64_t layer, const std::string& hf) const {
+    return storage ? storage(layer, hf) : DefaultStorage(layer, hf);
+  }
 };
 
 struct LinearShape {
@@ -800,13 +969,70 @@ void AddF32(SafetensorsWriter& w, const std::string& name, std::vector<int64_t> 
   w.Add(name, DType::kF32, std::move(shape), v.data(), v.size() * sizeof(float));
 }
 
-// Layer 0's linears have per-tensor scales, layer 1's per-row scales; layer 1's v_proj stays F32.
+void AddFloats(SafetensorsWriter& w, const std::string& name, std::vector<int64_t> shape,
+               const std::vector<float>& v) {
+  w.Add(name, DType::kF32, std::move(shape), v.data(), v.size() * sizeof(float));
+}
+
+// Writes one packed linear [out, in] as `s` says, with random codes and scales in [0.01, 0.1)
+// (times c.scale_multiplier).
+void AddPackedLinear(SafetensorsWriter& w, const std::string& name, const LinearShape& lin,
+                     const Storage& s, const TinyConfig& c, std::mt19937& rng) {
+  std::uniform_real_distribution<float> scale_dist(0.01f, 0.1f);
+  if (s.format == "ternary2" || s.format == "ternary3") {
+    const bool three = s.format == "ternary3";
+    const std::vector<int8_t> trits = RandomTrits(lin.out * lin.in, rng);
+    const int64_t row_bytes = three ? Ternary3RowBytes(lin.in) : TernaryRowBytes(lin.in);
+    std::vector<uint8_t> packed(static_cast<size_t>(lin.out * row_bytes));
+    if (three) {
+      PackTernary3(trits.data(), lin.out, lin.in, packed.data());
+    } else {
+      PackTernary(trits.data(), lin.out, lin.in, packed.data());
+    }
+    w.Add(name, DType::kU8, {lin.out, row_bytes}, packed.data(), packed.size());
+    std::vector<float> scales(s.per_row ? static_cast<size_t>(lin.out) : 1);
+    for (float& v : scales) v = scale_dist(rng) * c.scale_multiplier;
+    AddFloats(w, name + ".scale", {static_cast<int64_t>(scales.size())}, scales);
+  } else {
+    const int bits = s.format == "int2" ? 2 : 4;
+    const int max_code = (1 << bits) - 1;
+    const int64_t groups = IntKGroupsPerRow(s.group, lin.in);
+    std::vector<uint8_t> codes(static_cast<size_t>(lin.out * lin.in));
+    std::uniform_int_distribution<int> code_dist(0, max_code);
+    for (uint8_t& q : codes) q = static_cast<uint8_t>(code_dist(rng));
+    std::vector<float> scales(static_cast<size_t>(lin.out * groups)), zeros(scales.size());
+    std::uniform_real_distribution<float> zero_dist(0.0f, static_cast<float>(max_code));
+    for (size_t g = 0; g < scales.size(); ++g) {
+      scales[g] = scale_dist(rng) * c.scale_multiplier;
+      zeros[g] = s.symmetric ? static_cast<float>(1 << (bits - 1)) : zero_dist(rng);
+    }
+    if (s.symmetric) {
+      // An all-zero group, as the symmetric quantizer writes it: scale 1e-8 / 7.5, every code at
+      // the zero point. fp16 flushes that scale to 0, which is harmless here.
+      scales[3 * groups] = 1e-8f / 7.5f;
+      for (int64_t col = 0; col < std::min(s.group, lin.in); ++col) {
+        codes[3 * lin.in + col] = static_cast<uint8_t>(1 << (bits - 1));
+      }
+    }
+    std::vector<uint8_t> packed(static_cast<size_t>(lin.out * IntKRowBytes(bits, lin.in)));
+    PackIntK(codes.data(), lin.out, lin.in, bits, packed.data());
+    w.Add(name, DType::kU8, {lin.out, IntKRowBytes(bits, lin.in)}, packed.data(), packed.size());
+    // Both accepted shapes: [out * groups] for group 64, [out, groups] otherwise.
+    const std::vector<int64_t> shape = s.group == 64 ? std::vector<int64_t>{lin.out * groups}
+                                                     : std::vector<int64_t>{lin.out, groups};
+    AddFloats(w, name + ".scale", shape, scales);
+    AddFloats(w, name + ".zero", shape, zeros);
+    w.SetMetadata("qat.group." + name, absl::StrCat(s.group));
+  }
+  w.SetMetadata("qat.quant." + name, s.format);
+}
+
 std::string WriteTinyPacked(const std::string& dir, const TinyConfig& c, uint32_t seed = 9) {
   std::mt19937 rng(seed);
   SafetensorsWriter w;
   const std::pair<const char*, std::string> meta[] = {
       {"format", "qat-packed"},
-      {"qat.version", "1"},
+      {"qat.version", c.storage ? "2" : "1"},
       {"qat.vocab_size", absl::StrCat(c.vocab)},
       {"qat.hidden_size", absl::StrCat(c.hidden)},
       {"qat.intermediate_size", absl::StrCat(c.intermediate)},
@@ -825,26 +1051,17 @@ std::string WriteTinyPacked(const std::string& dir, const TinyConfig& c, uint32_
   AddF32(w, "model.embed_tokens.weight", {c.vocab, c.hidden}, rng);
   if (!c.tie) AddF32(w, "lm_head.weight", {c.vocab, c.hidden}, rng);
   AddF32(w, "model.norm.weight", {c.hidden}, rng);
-  std::uniform_real_distribution<float> scale_dist(0.01f, 0.1f);
   for (int64_t l = 0; l < c.layers; ++l) {
     const std::string p = absl::StrCat("model.layers.", l, ".");
     AddF32(w, p + "input_layernorm.weight", {c.hidden}, rng);
     AddF32(w, p + "post_attention_layernorm.weight", {c.hidden}, rng);
     for (const LinearShape& lin : Linears(c)) {
-      const std::string name = p + lin.hf;
-      if (l == 1 && std::string(lin.hf) == "self_attn.v_proj.weight") {
-        AddF32(w, name, {lin.out, lin.in}, rng);
-        continue;
+      const Storage s = c.StorageOf(l, lin.hf);
+      if (s.format == "f32") {
+        AddF32(w, p + lin.hf, {lin.out, lin.in}, rng);
+      } else {
+        AddPackedLinear(w, p + lin.hf, lin, s, c, rng);
       }
-      const std::vector<int8_t> trits = RandomTrits(lin.out * lin.in, rng);
-      std::vector<uint8_t> packed(static_cast<size_t>(lin.out * TernaryRowBytes(lin.in)));
-      PackTernary(trits.data(), lin.out, lin.in, packed.data());
-      w.Add(name, DType::kU8, {lin.out, TernaryRowBytes(lin.in)}, packed.data(), packed.size());
-      std::vector<float> scales(l == 0 ? 1 : static_cast<size_t>(lin.out));
-      for (float& s : scales) s = scale_dist(rng) * c.scale_multiplier;
-      w.Add(name + ".scale", DType::kF32, {static_cast<int64_t>(scales.size())}, scales.data(),
-            scales.size() * sizeof(float));
-      w.SetMetadata("qat.quant." + name, "ternary2");
     }
   }
   if (c.extra_tensor) AddF32(w, "model.extra.weight", {4}, rng);
@@ -853,19 +1070,69 @@ std::string WriteTinyPacked(const std::string& dir, const TinyConfig& c, uint32_
   return path;
 }
 
-// The real values of a linear of the packed file: trit * fp16(scale), [out][in] row-major.
+// A linear of the packed file in the runtime's terms (runtime.h), [out][in] row-major: weight i
+// is code[i] with scale[i] and zero[i]. Ternary: the trit, its row's or tensor's scale, zero 0;
+// int2/int4: the code and its group's scale and zero point; F32: the value, scale 1, zero 0.
+struct PackedWeights {
+  std::string format;
+  std::vector<float> code, scale, zero;
+  // The runtime's fp32 value, subtraction first (lowbit.h).
+  float value(size_t i) const { return scale[i] * (code[i] - zero[i]); }
+};
+
+PackedWeights ReadPackedWeights(const SafetensorsFile& f, const std::string& name, int64_t out,
+                                int64_t in) {
+  PackedWeights p;
+  const auto quant = f.metadata().find("qat.quant." + name);
+  p.format = quant == f.metadata().end() ? "f32" : quant->second;
+  const size_t n = static_cast<size_t>(out * in);
+  p.scale.assign(n, 1.0f);
+  p.zero.assign(n, 0.0f);
+  if (p.format == "f32") {
+    p.code = *f.ReadF32(name);
+    return p;
+  }
+  p.code.resize(n);
+  const uint8_t* data = f.Data(*f.Find(name));
+  const std::vector<float> scales = *f.ReadF32(name + ".scale");
+  if (p.format == "ternary2" || p.format == "ternary3") {
+    std::vector<int8_t> trits(n);
+    if (p.format == "ternary2") {
+      UnpackTernary(data, out, in, trits.data());
+    } else {
+      UnpackTernary3(data, out, in, trits.data());
+    }
+    for (size_t i = 0; i < n; ++i) {
+      p.code[i] = trits[i];
+      p.scale[i] = scales[scales.size() == 1 ? 0 : i / in];
+    }
+    return p;
+  }
+  const int bits = p.format == "int2" ? 2 : 4;
+  const int64_t group = std::stoll(f.metadata().at("qat.group." + name));
+  const int64_t groups = IntKGroupsPerRow(group, in);
+  const std::vector<float> zeros = *f.ReadF32(name + ".zero");
+  std::vector<uint8_t> codes(n);
+  UnpackIntK(data, out, in, bits, codes.data());
+  for (int64_t r = 0; r < out; ++r) {
+    for (int64_t col = 0; col < in; ++col) {
+      const size_t i = static_cast<size_t>(r * in + col), g = r * groups + col / group;
+      p.code[i] = codes[i];
+      p.scale[i] = scales[g];
+      p.zero[i] = zeros[g];
+    }
+  }
+  return p;
+}
+
+// The values a ternary or F32 linear of the packed file has in GGUF: trit * fp16(scale), or the
+// F32 value; [out][in] row-major.
 std::vector<float> PackedLinearValues(const SafetensorsFile& f, const std::string& name,
                                       int64_t out, int64_t in) {
-  const TensorInfo* t = f.Find(name);
-  if (f.metadata().count("qat.quant." + name) == 0) return *f.ReadF32(name);
-  std::vector<int8_t> trits(static_cast<size_t>(out * in));
-  UnpackTernary(f.Data(*t), out, in, trits.data());
-  const std::vector<float> scales = *f.ReadF32(name + ".scale");
-  std::vector<float> v(trits.size());
-  for (int64_t r = 0; r < out; ++r) {
-    const float s = HalfToFloat(FloatToHalf(scales[scales.size() == 1 ? 0 : r]));
-    for (int64_t col = 0; col < in; ++col) v[r * in + col] = trits[r * in + col] * s;
-  }
+  const PackedWeights p = ReadPackedWeights(f, name, out, in);
+  if (p.format == "f32") return p.code;
+  std::vector<float> v(p.code.size());
+  for (size_t i = 0; i < v.size(); ++i) v[i] = p.code[i] * HalfToFloat(FloatToHalf(p.scale[i]));
   return v;
 }
 
@@ -1233,6 +1500,319 @@ TEST_F(ConvertTest, BadInputsAreErrors) {
   EXPECT_FALSE(ConvertPackedToGguf(good, dir_ + "/x.gguf", bad).ok());
   EXPECT_FALSE(ConvertPackedToGguf(dir_ + "/missing.safetensors", dir_ + "/x.gguf").ok());
   EXPECT_FALSE(std::ifstream(dir_ + "/x.gguf").good());  // nothing half-written
+}
+
+// Every packed format in one model: ternary3 (per-tensor and per-row scales), int4 asymmetric at
+// groups 32, 64 and 128 and symmetric, int2 asymmetric and symmetric, on q/k (permuted) and the
+// other linears. down_proj reads rows of 352 = 2.75 x 128, so its last group of 64 or 128 is short.
+Storage MixedStorage(int64_t layer, const std::string& hf) {
+  const bool l0 = layer == 0;
+  if (hf == "self_attn.q_proj.weight") return l0 ? Storage{"int4", 32} : Storage{"int4", 64, true};
+  if (hf == "self_attn.k_proj.weight") return l0 ? Storage{"int4", 64} : Storage{"int2", 128};
+  if (hf == "self_attn.v_proj.weight") {
+    return l0 ? Storage{"int4", 128, true} : Storage{"ternary3", 0, false, true};
+  }
+  if (hf == "self_attn.o_proj.weight") return l0 ? Storage{"int2", 64} : Storage{"int4", 32, true};
+  if (hf == "mlp.gate_proj.weight") return l0 ? Storage{"ternary3"} : Storage{"int2", 64, true};
+  if (hf == "mlp.up_proj.weight") return l0 ? Storage{"int2", 32, true} : Storage{"ternary2"};
+  return l0 ? Storage{"int4", 128} : Storage{"f32"};  // down_proj
+}
+
+// The GGUF type an int linear becomes: Q4_0 for symmetric zero points, else Q4_1.
+GgmlType IntGgufType(const Storage& s) { return s.symmetric ? GgmlType::kQ4_0 : GgmlType::kQ4_1; }
+
+// How far a Q4_0/Q4_1 value y may be from the runtime's value w of the same weight (code c,
+// scale s, zero z), and why. The runtime computes w = fl(s * fl(c - z)) (lowbit.h); ggml computes
+// y = (c - z) * d for Q4_0 (exact: c - z is a small integer, d has 11 significant bits) and
+// y = fl(c * d + m) for Q4_1 (c * d exact), with d = fp16(s), m = fp16(fl(-s * z)). Against the
+// exact s * (c - z):
+//   Q4_0: y - s(c - z) = (c - z)(d - s)
+//   Q4_1: y - s(c - z) = c (d - s) + (m + s z) + (the rounding of y, at most 2^-24 |y|)
+//   w - s(c - z) = s (fl(c - z) - (c - z)) + (the rounding of w, at most 2^-24 |w|)
+// So |y - w| is bounded by the fp16 rounding of d and m (each at most 2^-11 relative), half an
+// fp32 ulp of y and of w, and the fp32 rounding of c - z for a fractional z; nothing else. The
+// terms are evaluated in double, exactly up to 2^-50 relative (the final factor covers that).
+double Q4Bound(GgmlType type, double c, double s, double z, double d, double m, double y,
+               double w) {
+  const double w_rounding =
+      std::fabs(s) * std::fabs(static_cast<double>(static_cast<float>(c - z)) - (c - z)) +
+      std::ldexp(std::fabs(w), -24);
+  const double fp16 =
+      type == GgmlType::kQ4_0
+          ? std::fabs(c - z) * std::fabs(d - s)
+          : std::fabs(c) * std::fabs(d - s) + std::fabs(m + s * z) + std::ldexp(std::fabs(y), -24);
+  return (fp16 + w_rounding) * (1 + std::ldexp(1.0, -40));
+}
+
+struct RawTensor {
+  DType dtype;
+  std::vector<int64_t> shape;
+  std::string bytes;
+};
+
+// Copies packed file `path` onto itself with `edit` applied to its metadata and tensors (an
+// empty metadata value drops the key).
+void EditPacked(const std::string& path,
+                const std::function<void(std::map<std::string, std::string>& meta,
+                                         std::map<std::string, RawTensor>& tensors)>& edit) {
+  absl::StatusOr<SafetensorsFile> f = SafetensorsFile::Open(path);
+  ASSERT_TRUE(f.ok()) << f.status();
+  std::map<std::string, std::string> meta = f->metadata();
+  std::map<std::string, RawTensor> tensors;
+  for (const TensorInfo& t : f->tensors()) {
+    tensors[t.name] = {t.dtype, t.shape,
+                       std::string(reinterpret_cast<const char*>(f->Data(t)),
+                                   static_cast<size_t>(t.end - t.begin))};
+  }
+  edit(meta, tensors);
+  SafetensorsWriter w;
+  for (const auto& [k, v] : meta) {
+    if (!v.empty()) w.SetMetadata(k, v);
+  }
+  for (const auto& [name, t] : tensors)
+    w.Add(name, t.dtype, t.shape, t.bytes.data(), t.bytes.size());
+  ASSERT_TRUE(w.Write(path).ok());
+}
+
+void SetFloat(RawTensor& t, size_t i, float v) { std::memcpy(&t.bytes[4 * i], &v, 4); }
+
+TEST_F(ConvertTest, EveryPackedFormatConverts) {
+  TinyConfig c;
+  c.intermediate = 352;
+  c.storage = MixedStorage;
+  const std::string packed_path = WriteTinyPacked(dir_, c);
+  absl::StatusOr<GgufExportReport> report = ConvertPackedToGguf(packed_path, dir_ + "/m.gguf");
+  ASSERT_TRUE(report.ok()) << report.status();
+  // Layer 1's up_proj (ternary2) and layer 0's gate_proj (ternary3) read rows of 256: no fallback.
+  EXPECT_EQ(report->fallbacks(), 0);
+  absl::StatusOr<GgufFile> f = GgufFile::Open(dir_ + "/m.gguf");
+  absl::StatusOr<SafetensorsFile> packed = SafetensorsFile::Open(packed_path);
+  ASSERT_TRUE(f.ok() && packed.ok()) << f.status();
+  int q4_0 = 0, q4_1 = 0;
+  for (int64_t l = 0; l < c.layers; ++l) {
+    const std::string blk = absl::StrCat("blk.", l, ".");
+    const std::string hf = absl::StrCat("model.layers.", l, ".");
+    for (const LinearShape& lin : Linears(c)) {
+      const Storage s = MixedStorage(l, lin.hf);
+      const bool ternary = s.format == "ternary2" || s.format == "ternary3";
+      const GgmlType type = s.format == "f32" ? GgmlType::kF16
+                            : ternary         ? GgmlType::kTQ2_0
+                                              : IntGgufType(s);
+      const std::string name = blk + lin.gguf;
+      ExpectTensor(*f, name, type, {lin.in, lin.out});
+      q4_0 += type == GgmlType::kQ4_0;
+      q4_1 += type == GgmlType::kQ4_1;
+      const PackedWeights p = ReadPackedWeights(*packed, hf + lin.hf, lin.out, lin.in);
+      const std::vector<float> gguf = *f->Dequantize(name);
+      const std::vector<int64_t> perm =
+          LlamaCppPermutation(lin.rope == 1 ? c.heads : c.kv_heads, c.head_dim());
+      for (int64_t r = 0; r < lin.out; ++r) {
+        const int64_t src = lin.rope == 0 ? r : perm[r];
+        for (int64_t col = 0; col < lin.in; ++col) {
+          const size_t i = static_cast<size_t>(src * lin.in + col);
+          const float y = gguf[r * lin.in + col], w = p.value(i);
+          const float code = p.code[i], scale = p.scale[i], zero = p.zero[i];
+          const float d = HalfToFloat(FloatToHalf(scale));
+          const float m = HalfToFloat(FloatToHalf(-scale * zero));
+          // Exactly ggml's value for d = fp16(scale) and m = fp16(-scale * zero)...
+          switch (type) {
+            case GgmlType::kF16:
+              ASSERT_EQ(y, HalfToFloat(FloatToHalf(w))) << name;
+              continue;
+            case GgmlType::kTQ2_0:
+              ASSERT_EQ(y, code * d) << name << " row " << r;
+              continue;
+            case GgmlType::kQ4_0:
+              ASSERT_EQ(y, (code - zero) * d) << name << " row " << r << " col " << col;
+              break;
+            default:
+              ASSERT_EQ(y, code * d + m) << name << " row " << r << " col " << col;
+              break;
+          }
+          // ... hence the runtime's value up to the fp16 rounding of d and m.
+          ASSERT_LE(std::fabs(double{y} - w), Q4Bound(type, code, scale, zero, d, m, y, w))
+              << name << " row " << r << " col " << col << ": " << y << " vs " << w;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(q4_0, 5);
+  EXPECT_EQ(q4_1, 5);
+  for (const GgufTensorReport& t : report->tensors) {
+    if (!absl::StartsWith(t.gguf_name, "blk.") || t.type == GgmlType::kF32) continue;
+    const int64_t layer = t.gguf_name[4] - '0';
+    const std::string hf_suffix =
+        t.source_name.substr(absl::StrCat("model.layers.", layer, ".").size());
+    const Storage s = MixedStorage(layer, hf_suffix);
+    EXPECT_EQ(t.packed_format, s.format == "f32" ? "" : s.format) << t.gguf_name;
+    EXPECT_EQ(t.ternary, s.format == "ternary2" || s.format == "ternary3") << t.gguf_name;
+    EXPECT_LE(t.max_scale_rel_error, std::ldexp(1.0, -11)) << t.gguf_name;
+    EXPECT_LE(t.max_offset_rel_error, std::ldexp(1.0, -11)) << t.gguf_name;
+    if (!s.symmetric && (s.format == "int2" || s.format == "int4")) {
+      EXPECT_GT(t.max_offset_rel_error, 0) << t.gguf_name;  // m is rounded, and reported
+    }
+    if (s.format != "f32") {
+      EXPECT_GT(t.max_scale_rel_error, 0) << t.gguf_name;
+    }
+  }
+  const std::string text = FormatGgufExportReport(*report);
+  EXPECT_CONTAINS(text, "blk.0.attn_q.weight");
+  EXPECT_CONTAINS(text, "from int4, fp16 rel. error d <= ");
+  EXPECT_CONTAINS(text, ", m <= ");
+  EXPECT_CONTAINS(text, "from ternary3");
+  EXPECT_CONTAINS(text, "0 fallback(s)");
+}
+
+// Q4_0 versus Q4_1 follows the zero points: int4 weights with zero 8 everywhere but in one group
+// (7) need Q4_1. Its other groups keep their Q4_0 values: fp16(-8 scale) = -8 fp16(scale).
+TEST_F(ConvertTest, Q4_0OnlyWhenEveryZeroPointAllowsIt) {
+  TinyConfig c;
+  c.storage = [](int64_t, const std::string&) { return Storage{"int4", 32, true}; };
+  const std::string path = WriteTinyPacked(dir_, c);
+  ASSERT_TRUE(ConvertPackedToGguf(path, dir_ + "/a.gguf").ok());
+  absl::StatusOr<GgufFile> f = GgufFile::Open(dir_ + "/a.gguf");
+  ASSERT_TRUE(f.ok());
+  ExpectTensor(*f, "blk.0.ffn_up.weight", GgmlType::kQ4_0, {256, 512});
+  ExpectTensor(*f, "blk.1.attn_k.weight", GgmlType::kQ4_0, {256, 128});
+  const std::vector<float> y_q4_0 = *f->Dequantize("blk.0.ffn_up.weight");
+  // Move one zero point of up_proj to 7: its codes no longer fit Q4_0's fixed offset of 8.
+  EditPacked(path, [](std::map<std::string, std::string>&, std::map<std::string, RawTensor>& t) {
+    SetFloat(t["model.layers.0.mlp.up_proj.weight.zero"], 5, 7.0f);
+  });
+  ASSERT_TRUE(ConvertPackedToGguf(path, dir_ + "/b.gguf").ok());
+  f = GgufFile::Open(dir_ + "/b.gguf");
+  absl::StatusOr<SafetensorsFile> packed = SafetensorsFile::Open(path);
+  ASSERT_TRUE(f.ok() && packed.ok());
+  ExpectTensor(*f, "blk.0.ffn_up.weight", GgmlType::kQ4_1, {256, 512});
+  ExpectTensor(*f, "blk.0.ffn_gate.weight", GgmlType::kQ4_0, {256, 512});
+  const PackedWeights p = ReadPackedWeights(*packed, "model.layers.0.mlp.up_proj.weight", 512, 256);
+  const std::vector<float> y = *f->Dequantize("blk.0.ffn_up.weight");
+  for (size_t i = 0; i < y.size(); ++i) {
+    const float d = HalfToFloat(FloatToHalf(p.scale[i]));
+    ASSERT_EQ(y[i], p.code[i] * d + HalfToFloat(FloatToHalf(-p.scale[i] * p.zero[i]))) << i;
+    if (p.zero[i] == 8.0f) {
+      ASSERT_EQ(y[i], y_q4_0[i]) << i;
+    }
+  }
+}
+
+// Int rows whose length is not a multiple of 32 (hidden 264) are stored as dense_type holding
+// the runtime's values, q/k permuted; down_proj (rows of 512) stays Q4.
+TEST_F(ConvertTest, IntRowsNotAMultipleOf32FallBack) {
+  TinyConfig c;
+  c.hidden = 264;  // head dim 66; int2 rows of 264 also end with 56 padding codes
+  c.storage = [](int64_t layer, const std::string&) {
+    return layer == 0 ? Storage{"int4", 128} : Storage{"int2", 32, true};
+  };
+  const std::string packed_path = WriteTinyPacked(dir_, c);
+  absl::StatusOr<SafetensorsFile> packed = SafetensorsFile::Open(packed_path);
+  ASSERT_TRUE(packed.ok());
+  for (GgmlType dense : {GgmlType::kF16, GgmlType::kF32}) {
+    GgufExportOptions options;
+    options.dense_type = dense;
+    absl::StatusOr<GgufExportReport> report =
+        ConvertPackedToGguf(packed_path, dir_ + "/f.gguf", options);
+    ASSERT_TRUE(report.ok()) << report.status();
+    EXPECT_EQ(report->fallbacks(), 12);  // 6 linears per layer read rows of 264
+    for (const GgufTensorReport& t : report->tensors) {
+      if (!t.fallback) continue;
+      EXPECT_EQ(t.type, dense);
+      EXPECT_CONTAINS(t.note, absl::StrCat("row length 264 is not a multiple of 32: ",
+                                           GgmlTypeName(dense), " instead of Q4_"));
+    }
+    absl::StatusOr<GgufFile> f = GgufFile::Open(dir_ + "/f.gguf");
+    ASSERT_TRUE(f.ok());
+    ExpectTensor(*f, "blk.0.ffn_down.weight", GgmlType::kQ4_1, {512, 264});
+    ExpectTensor(*f, "blk.1.ffn_down.weight", GgmlType::kQ4_0, {512, 264});
+    for (int64_t l = 0; l < c.layers; ++l) {
+      const std::string name = absl::StrCat("model.layers.", l, ".self_attn.k_proj.weight");
+      const PackedWeights p = ReadPackedWeights(*packed, name, c.kv_dim(), c.hidden);
+      const std::vector<float> gguf = *f->Dequantize(absl::StrCat("blk.", l, ".attn_k.weight"));
+      const std::vector<int64_t> perm = LlamaCppPermutation(c.kv_heads, c.head_dim());
+      for (int64_t r = 0; r < c.kv_dim(); ++r) {
+        for (int64_t col = 0; col < c.hidden; ++col) {
+          const float w = p.value(static_cast<size_t>(perm[r] * c.hidden + col));
+          const float expected = dense == GgmlType::kF32 ? w : HalfToFloat(FloatToHalf(w));
+          ASSERT_EQ(gguf[r * c.hidden + col], expected) << name << " row " << r;
+        }
+      }
+    }
+    EXPECT_CONTAINS(FormatGgufExportReport(*report), "FALLBACK: row length 264");
+  }
+  // Asked for Q8_0, which cannot hold rows of 264 either: F16, and the note says both.
+  GgufExportOptions q8;
+  q8.dense_type = GgmlType::kQ8_0;
+  absl::StatusOr<GgufExportReport> report = ConvertPackedToGguf(packed_path, dir_ + "/q.gguf", q8);
+  ASSERT_TRUE(report.ok()) << report.status();
+  for (const GgufTensorReport& t : report->tensors) {
+    if (t.gguf_name != "blk.1.attn_q.weight") continue;
+    EXPECT_EQ(t.type, GgmlType::kF16);
+    EXPECT_CONTAINS(t.note, "Q8_0 instead of Q4_0");
+    EXPECT_CONTAINS(t.note, "F16 instead of Q8_0");
+  }
+}
+
+TEST_F(ConvertTest, BadPackedIntAndTernary3InputsAreErrors) {
+  const std::string q = "model.layers.0.self_attn.q_proj.weight";
+  const std::string gate = "model.layers.0.mlp.gate_proj.weight";
+  struct Case {
+    const char* what;
+    std::function<void(std::map<std::string, std::string>&, std::map<std::string, RawTensor>&)>
+        edit;
+    std::string message;
+  };
+  using Meta = std::map<std::string, std::string>;
+  using Tensors = std::map<std::string, RawTensor>;
+  const std::vector<Case> cases = {
+      {"scale too large for fp16", [&](Meta&, Tensors& t) { SetFloat(t[q + ".scale"], 5, 1e5f); },
+       "tensor " + q + ".scale[5] = 100000 does not fit in fp16"},
+      {"scale that fp16 flushes, weights not all 0",
+       [&](Meta&, Tensors& t) { SetFloat(t[q + ".scale"], 0, 1e-9f); },
+       "tensor " + q + ".scale[0] = 1e-09 underflows fp16"},
+      {"offset m too large for fp16",
+       [&](Meta&, Tensors& t) {
+         SetFloat(t[q + ".scale"], 0, 100.0f);
+         SetFloat(t[q + ".zero"], 0, -1000.0f);
+       },
+       "the Q4_1 offset -" + q + ".scale[0] * " + q + ".zero[0] = 100000 does not fit in fp16"},
+      {"zero point not finite",
+       [&](Meta&, Tensors& t) {
+         SetFloat(t[q + ".zero"], 7, std::numeric_limits<float>::quiet_NaN());
+       },
+       "tensor " + q + ".zero[7] = nan is not finite"},
+      {"zero points of the wrong shape",
+       [&](Meta&, Tensors& t) {
+         t[q + ".zero"].shape = {8, 256};
+       },
+       "tensor " + q + ".zero is F32 [8, 256], expected F32 [2048] or [256, 8] (group 32)"},
+      {"missing zero points", [&](Meta&, Tensors& t) { t.erase(q + ".zero"); },
+       "missing tensor " + q + ".zero"},
+      {"missing group", [&](Meta& m, Tensors&) { m["qat.group." + q] = ""; }, "qat.group." + q},
+      {"unknown format", [&](Meta& m, Tensors&) { m["qat.quant." + q] = "int3"; },
+       "is not a known format"},
+      {"int4 in a version 1 file", [&](Meta& m, Tensors&) { m["qat.version"] = "1"; },
+       "needs qat.version 2"},
+      {"packed int4 of the wrong shape",
+       [&](Meta&, Tensors& t) {
+         t[q].shape = {128, 256};
+       },
+       "tensor " + q + " is U8 [128, 256], expected U8 (int4) [256, 128]"},
+      {"invalid ternary3 byte", [&](Meta&, Tensors& t) { t[gate].bytes[33] = '\xf3'; },
+       "tensor " + gate + ": invalid ternary3 byte 0xf3 at byte offset 33 (row 0)"},
+  };
+  for (const Case& k : cases) {
+    TinyConfig c;
+    c.storage = [](int64_t, const std::string& hf) {
+      return hf == "mlp.gate_proj.weight" ? Storage{"ternary3"} : Storage{"int4", 32};
+    };
+    const std::string path = WriteTinyPacked(dir_, c);
+    EditPacked(path, k.edit);
+    absl::StatusOr<GgufExportReport> r = ConvertPackedToGguf(path, dir_ + "/x.gguf");
+    ASSERT_FALSE(r.ok()) << k.what;
+    EXPECT_CONTAINS(r.status().message(), path);
+    EXPECT_CONTAINS(r.status().message(), k.message);
+    EXPECT_FALSE(std::ifstream(dir_ + "/x.gguf").good()) << k.what;
+  }
 }
 
 }  // namespace

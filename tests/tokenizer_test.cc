@@ -91,6 +91,136 @@ TEST(UnicodeTest, ClassesAndUtf8) {
   EXPECT_EQ(unicode::FindInvalidUtf8("\xF4\x90\x80\x80"), 0u);  // above U+10FFFF
 }
 
+std::string Utf8(std::u32string_view cps) {
+  std::string out;
+  for (char32_t c : cps) unicode::AppendUtf8(c, &out);
+  return out;
+}
+
+TEST(UnicodeTest, NfcCheckedByHand) {
+  const auto nfc = [](std::u32string_view in) { return unicode::ToNfc(Utf8(in)); };
+  EXPECT_EQ(unicode::ToNfc("plain ASCII, Latin-1 \xC3\xA9"), "plain ASCII, Latin-1 \xC3\xA9");
+  EXPECT_EQ(nfc(U"e\u0301"), Utf8(U"\u00E9"));  // e + acute -> é
+  EXPECT_EQ(nfc(U"\u212B"), Utf8(U"\u00C5"));   // ANGSTROM SIGN (singleton) -> Å
+  EXPECT_EQ(nfc(U"A\u030A"), Utf8(U"\u00C5"));  // A + ring -> Å
+  EXPECT_EQ(nfc(U"a\u0340"), Utf8(U"\u00E0"));  // U+0340 decomposes to U+0300, then composes
+  // Canonical ordering: dot below (class 220) sorts before circumflex (230) whatever the input
+  // order; then a + dot below -> U+1EA1, and U+1EA1 + circumflex -> U+1EAD.
+  EXPECT_EQ(nfc(U"a\u0302\u0323"), Utf8(U"\u1EAD"));
+  EXPECT_EQ(nfc(U"a\u0323\u0302"), Utf8(U"\u1EAD"));
+  EXPECT_EQ(nfc(U"\u1EA1\u0302"), Utf8(U"\u1EAD"));
+  // Blocking: the second acute has the same class as the first, which already composed.
+  EXPECT_EQ(nfc(U"a\u0301\u0301"), Utf8(U"\u00E1\u0301"));
+  // A mark of a lower class in between does not block a higher one: a + dot below + acute.
+  EXPECT_EQ(nfc(U"a\u0323\u0301"), Utf8(U"\u1EA1\u0301"));  // no a-dot-below-acute exists
+  EXPECT_EQ(nfc(U"o\u031B\u0301"), Utf8(U"\u1EDB"));  // o + horn (216) + acute -> ớ via U+01A1
+  // Hangul, by arithmetic: L + V -> LV, LV + T -> LVT; a syllable decomposes and recomposes.
+  EXPECT_EQ(nfc(U"\u1100\u1161"), Utf8(U"\uAC00"));
+  EXPECT_EQ(nfc(U"\u1100\u1161\u11A8"), Utf8(U"\uAC01"));
+  EXPECT_EQ(nfc(U"\uAC00\u11A8"), Utf8(U"\uAC01"));
+  EXPECT_EQ(nfc(U"\uD55C\uAE00"), Utf8(U"\uD55C\uAE00"));  // 한글 is already NFC
+  // Composition exclusions stay decomposed: DEVANAGARI LETTER QA -> KA + NUKTA.
+  EXPECT_EQ(nfc(U"\u0958"), Utf8(U"\u0915\u093C"));
+  EXPECT_EQ(nfc(U"\u0915\u093C"), Utf8(U"\u0915\u093C"));
+  // A starter that composes with the starter before it (Oriya AI length mark).
+  EXPECT_EQ(nfc(U"\u0B47\u0B56"), Utf8(U"\u0B48"));
+  // A leading non-starter has nothing to compose with.
+  EXPECT_EQ(nfc(U"\u0301e"), Utf8(U"\u0301e"));
+  // Invalid bytes pass through where they are, and nothing composes across them.
+  EXPECT_EQ(unicode::ToNfc("e\xFF"
+                           "\xCC\x81"),
+            "e\xFF"
+            "\xCC\x81");
+  EXPECT_EQ(unicode::CombiningClass(0x0301), 230);
+  EXPECT_EQ(unicode::CombiningClass(0x0323), 220);
+  EXPECT_EQ(unicode::CombiningClass('a'), 0);
+  // The lookups are binary searches: the generated tables must be sorted.
+  for (int i = 1; i < unicode::kCombiningClassesCount; ++i) {
+    EXPECT_LT(unicode::kCombiningClasses[i - 1].last, unicode::kCombiningClasses[i].first) << i;
+  }
+  for (int i = 1; i < unicode::kCanonicalDecompositionsCount; ++i) {
+    EXPECT_LT(unicode::kCanonicalDecompositions[i - 1].code_point,
+              unicode::kCanonicalDecompositions[i].code_point)
+        << i;
+  }
+  for (int i = 1; i < unicode::kCompositionsCount; ++i) {
+    const auto& a = unicode::kCompositions[i - 1];
+    const auto& b = unicode::kCompositions[i];
+    EXPECT_TRUE(a.first < b.first || (a.first == b.first && a.second < b.second)) << i;
+  }
+}
+
+// The Unicode conformance suite for the same Unicode version as the tables, from Debian's
+// unicode-data package (launch/setup.sh installs it). Part 1 lists every code point with a
+// nontrivial normalization; every other code point must be its own NFC.
+TEST(UnicodeTest, NfcPassesNormalizationTestTxt) {
+  const char* path = "/usr/share/unicode/NormalizationTest.txt.bz2";
+  if (!fs::exists(path)) GTEST_SKIP() << path << " is missing (apt-get install unicode-data)";
+  FILE* pipe = popen((std::string("bzip2 -dc ") + path).c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string text;
+  char buf[1 << 16];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, pipe)) > 0;) text.append(buf, n);
+  ASSERT_EQ(pclose(pipe), 0) << "bzip2 -dc " << path;
+  EXPECT_NE(text.find("# NormalizationTest-" + std::string(unicode::kNfcUnicodeVersion)),
+            std::string::npos)
+      << "the tables are Unicode " << unicode::kNfcUnicodeVersion;
+
+  const auto parse = [](std::string_view field) {
+    std::u32string cps;
+    for (size_t pos = 0; pos < field.size();) {
+      size_t end = field.find(' ', pos);
+      if (end == std::string_view::npos) end = field.size();
+      if (end > pos)
+        cps.push_back(std::stoul(std::string(field.substr(pos, end - pos)), nullptr, 16));
+      pos = end + 1;
+    }
+    return cps;
+  };
+  std::vector<bool> in_part1(0x110000);
+  int part = -1, lines = 0, failures = 0;
+  for (size_t pos = 0; pos < text.size();) {
+    size_t eol = text.find('\n', pos);
+    if (eol == std::string::npos) eol = text.size();
+    const std::string_view line(text.data() + pos, eol - pos);
+    pos = eol + 1;
+    if (line.rfind("@Part", 0) == 0) {
+      part = line[5] - '0';
+      continue;
+    }
+    if (line.empty() || line[0] == '#') continue;
+    std::vector<std::u32string> c;
+    size_t from = 0;
+    for (int i = 0; i < 5; ++i) {
+      const size_t semi = line.find(';', from);
+      ASSERT_NE(semi, std::string_view::npos) << line;
+      c.push_back(parse(line.substr(from, semi - from)));
+      from = semi + 1;
+    }
+    ++lines;
+    if (part == 1 && c[0].size() == 1) in_part1[c[0][0]] = true;
+    // NFC: c2 == toNFC(c1) == toNFC(c2) == toNFC(c3), c4 == toNFC(c4) == toNFC(c5).
+    const std::string want13 = Utf8(c[1]), want45 = Utf8(c[3]);
+    for (int i : {0, 1, 2}) {
+      const std::string got = unicode::ToNfc(Utf8(c[i]));
+      if (got != want13 && ++failures <= 10) ADD_FAILURE() << "NFC(c" << i + 1 << ") of " << line;
+    }
+    for (int i : {3, 4}) {
+      const std::string got = unicode::ToNfc(Utf8(c[i]));
+      if (got != want45 && ++failures <= 10) ADD_FAILURE() << "NFC(c" << i + 1 << ") of " << line;
+    }
+  }
+  EXPECT_GT(lines, 18000);
+  EXPECT_EQ(failures, 0);
+  int others = 0;
+  for (char32_t c = 0; c < 0x110000; ++c) {
+    if (in_part1[c] || (c >= 0xD800 && c <= 0xDFFF)) continue;
+    const std::string one = Utf8(std::u32string(1, c));
+    if (unicode::ToNfc(one) != one && ++others <= 10) ADD_FAILURE() << "U+" << std::hex << c;
+  }
+  EXPECT_EQ(others, 0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // A byte-level BPE tokenizer.json built here. Byte b's character has id b (GPT-2's map, computed
 // independently below); merges and added tokens come after.
@@ -109,6 +239,7 @@ std::string ByteChar(int b) {
 struct BpeSpec {
   const char* regex = kLlama3Regex;  // nullptr: GPT-2's plain ByteLevel pre-tokenizer
   bool ignore_merges = false;
+  bool nfc = false;  // "normalizer": {"type": "NFC"} (Qwen2)
 };
 
 // Ids: 0..255 bytes; 256 "he", 257 "ll", 258 "hell", 259 "hello", 260 "Ġw", 261 "Ġwo",
@@ -172,7 +303,12 @@ std::string BpeJson(const BpeSpec& spec) {
   json::Value root = json::Value::MakeObject();
   root.Set("version", json::Value::String("1.0"));
   root.Set("added_tokens", std::move(added));
-  root.Set("normalizer", json::Value());
+  json::Value normalizer;
+  if (spec.nfc) {
+    normalizer = json::Value::MakeObject();
+    normalizer.Set("type", json::Value::String("NFC"));
+  }
+  root.Set("normalizer", std::move(normalizer));
   root.Set("pre_tokenizer", std::move(pre));
   root.Set("model", std::move(model));
   return json::Serialize(root);
@@ -226,6 +362,27 @@ TEST(BpeTest, EncodesAsCheckedByHandAndRoundTrips) {
   std::string all;
   for (char32_t c = 1; c < 0x180; ++c) unicode::AppendUtf8(c, &all);
   MustEncode(*t, all);
+}
+
+TEST(BpeTest, NfcNormalizerComposesBeforeSplitting) {
+  BpeSpec spec;
+  spec.nfc = true;
+  auto t = MakeBpe(spec);
+  auto raw = MakeBpe();
+  ASSERT_NE(t, nullptr);
+  ASSERT_NE(raw, nullptr);
+  // "e" + U+0301 becomes é (C3 A9), one merged token; without the normalizer it is e, CC, 81.
+  absl::StatusOr<std::vector<int32_t>> ids = t->Encode("caf" + Utf8(U"e\u0301"));
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_EQ(*ids, (std::vector<int32_t>{'c', 'a', 'f', 263}));
+  EXPECT_EQ(MustEncode(*raw, "caf" + Utf8(U"e\u0301")),
+            (std::vector<int32_t>{'c', 'a', 'f', 'e', 0xCC, 0x81}));
+  // Decoding gives the normalized text back; added tokens stay as they are, and the text on
+  // either side of one is normalized on its own.
+  EXPECT_EQ(*t->Decode(*ids), "caf\xC3\xA9");
+  ids = t->Encode("e" + Utf8(U"\u0301") + "<|sep|>" + Utf8(U"\u0301"));
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_EQ(*ids, (std::vector<int32_t>{263, 266, 0xCC, 0x81}));
 }
 
 TEST(BpeTest, IgnoreMergesTakesWholeVocabularyWords) {
