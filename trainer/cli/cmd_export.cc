@@ -51,7 +51,7 @@ int ExportMain(int argc, char** argv) {
                      {"ternary-format", true, false,
                       "packed storage of ternary/binary weights: ternary2 (default) or ternary3"},
                      {"gguf-ternary", true, false, "GGUF type of ternary tensors: tq2_0 or tq1_0"},
-                     {"gguf-dense", true, false, "GGUF type of other matrices: f16, q8_0 or f32"}},
+                     {"gguf-dense", true, false, "GGUF type of the full-precision matrices (embeddings, output, f32 linears, fallbacks): f16, q8_0 or f32"}},
                     &args, &code)) {
     return code;
   }
