@@ -5,8 +5,9 @@
 // Method (both devices): every timed call reads another copy of the weights, and the copies
 // together exceed kBenchRotateBytes (256 MiB: beyond the CPU's last-level cache and 4x an H100's
 // 50 MB L2), so weights stream from memory as in decoding. The machine's memory bandwidth is
-// measured in the same run (CPU: a large memcpy; GPU: a device-to-device cudaMemcpy), counted as
-// read + write, and each result's weight bytes per second is printed as a share of it.
+// measured in the same run (CPU: every pool thread streaming reads over 256 MiB; GPU: a
+// device-to-device cudaMemcpy, counted as read + write), and each result's weight bytes per second
+// is printed as a share of it.
 #pragma once
 
 #include <cstdint>
@@ -37,7 +38,7 @@ using DenseTimer = std::function<double(int64_t rows, int64_t cols, int64_t m, i
 
 // Per shape, m in {1, options.m} and format (ternary2, ternary2 with int8 activations, ternary3,
 // int2/g64, int4/g128): our time on the best Isa with `pool`, `dense_fp32`'s time, the speedup,
-// the weight GB/s and its share of the measured memcpy bandwidth.
+// the weight GB/s and its share of the measured read bandwidth.
 void RunCpuKernelBench(const KernelBenchOptions& options, ThreadPool& pool,
                        const DenseTimer& dense_fp32, std::FILE* out);
 

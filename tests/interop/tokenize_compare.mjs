@@ -27,6 +27,6 @@ for (const f of files) {
   const ids = encode(fs.readFileSync(f, "utf8"));
   const same = containsRun(stream, ids);
   bad += same ? 0 : 1;
-  console.log(`  ${impl} ${f.split("/").pop()}: ${ids.length} tokens, ${same ? "identical" : "DIFFERENT"}`);
+  console.log(`  ${impl} (${source.split("/").slice(-2).join("/")}) ${f.split("/").pop()}: ${ids.length} tokens, ${same ? "identical" : "DIFFERENT"}`);
 }
 process.exit(bad ? 1 : 0);

@@ -15,6 +15,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <random>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "comm/process_group.h"
@@ -83,6 +85,8 @@ absl::Status WriteRandomTeacher(const trainer::Recipe& student, const std::strin
   t.quant = trainer::QuantConfig{};
   t.quant.method = "none";
   t.distill = trainer::DistillConfig{};
+  // The teacher's saved recipe must stand on its own: grad_match without a teacher is invalid.
+  t.smoothness = trainer::SmoothnessConfig{};
   t.model.init_from.clear();
   absl::StatusOr<trainer::CausalLM> model = trainer::BuildModel(t.model, t.quant);
   if (!model.ok()) return model.status();
@@ -123,8 +127,11 @@ int BenchTrainMain(int argc, char** argv) {
   if (args.positional().size() != 1) return Fail("bench train", "expected exactly one recipe file");
   absl::StatusOr<int64_t> steps = args.GetInt("steps", 6);
   if (!steps.ok() || *steps < 2) return Fail("bench train", "--steps must be an integer >= 2");
-  absl::StatusOr<trainer::Recipe> loaded =
-      trainer::LoadRecipe(args.positional()[0], args.GetAll("set"));
+  std::vector<std::string> sets = args.GetAll("set");
+  // The teacher is written below, once the scratch directory exists; naming one now lets the
+  // recipe checks that need a teacher (grad_match, hidden-state MSE) pass.
+  if (args.Has("random-teacher")) sets.push_back("distill.teacher=(random teacher)");
+  absl::StatusOr<trainer::Recipe> loaded = trainer::LoadRecipe(args.positional()[0], sets);
   if (!loaded.ok()) return Fail("bench train", std::string(loaded.status().message()));
   absl::StatusOr<std::shared_ptr<comm::ProcessGroup>> world_or = comm::MpiWorld();
   if (!world_or.ok()) return Fail("bench train", std::string(world_or.status().message()));
