@@ -565,15 +565,14 @@ absl::Status Converter::AddIntK(const std::string& hf, const std::string& gguf, 
   entry.source_name = hf;
   entry.packed_format = LinearFormatName(packing.format);
   if (cols % kQ4Block != 0) {
-    // ggml's 4-bit blocks span 32 weights of one row; store the runtime's values densely instead.
-    std::vector<float> values(static_cast<size_t>(rows * cols));
+    // ggml's 4-bit blocks span 32 weights of one row; store the runtime's values densely instead
+    // (its own dequantization, rows then permuted like every q/k tensor).
+    std::vector<float> plain(static_cast<size_t>(rows * cols)), values(plain.size());
+    DequantizeIntK(IntKView{rows, cols, bits, group, *packed, scales->data(), zeros->data()},
+                   plain.data());
     for (int64_t r = 0; r < rows; ++r) {
-      const int64_t src = SourceRow(r, rope_heads, head_dim());
-      for (int64_t col = 0; col < cols; ++col) {
-        const size_t g = group_of(src, col);
-        values[r * cols + col] =
-            (*scales)[g] * (static_cast<float>(codes[src * cols + col]) - (*zeros)[g]);
-      }
+      const float* src = plain.data() + SourceRow(r, rope_heads, head_dim()) * cols;
+      std::copy(src, src + cols, values.begin() + r * cols);
     }
     entry.fallback = true;
     entry.note = absl::StrCat("row length ", cols,

@@ -98,10 +98,9 @@ double ReadBandwidthGBs(ThreadPool& pool) {
       }
     });
   });
-  uint64_t total = 0;
-  for (uint64_t s : sums) total += s;
-  // Keeps the sums observable so that the loop is not optimized away.
-  if (total == 42) std::fprintf(stderr, " ");
+  // A volatile store keeps the sums observable, so the reads are not optimized away.
+  static volatile uint64_t sink;
+  for (uint64_t s : sums) sink = sink + s;
   return static_cast<double>(kBenchRotateBytes) / (us * 1e3);
 }
 

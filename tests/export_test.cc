@@ -12,18 +12,7 @@
 namespace qat::trainer {
 namespace {
 
-// Saves `model` as a checkpoint with a recipe that describes it; returns the checkpoint dir.
-std::string SaveModel(CausalLM& model, const std::string& dir) {
-  Recipe r;
-  r.model = model->config();
-  r.quant = model->quant();
-  r.data.seq_len = std::min<int64_t>(r.data.seq_len, r.model.max_seq_len);
-  CheckpointState state;
-  state.step = 1;
-  state.recipe_yaml = RecipeToYaml(r);
-  state.model = ParameterMap(*model);
-  return SaveCheckpoint(dir, state, 1).value();
-}
+using testing_util::SaveModel;
 
 struct Variant {
   const char* granularity;
@@ -55,7 +44,8 @@ TEST_P(ExportRoundTrip, PackedLogitsEqualLibtorchLogits) {
   std::vector<float> got = session.Forward(tokens.data(), int64_t(tokens.size())).value();
 
   torch::NoGradGuard ng;
-  torch::Tensor ids = torch::tensor(std::vector<int64_t>(tokens.begin(), tokens.end())).unsqueeze(0);
+  torch::Tensor ids =
+      torch::tensor(std::vector<int64_t>(tokens.begin(), tokens.end())).unsqueeze(0);
   torch::Tensor want = model->forward(ids)[0].contiguous();
   ASSERT_EQ(int64_t(got.size()), want.numel());
   const float* w = want.data_ptr<float>();
@@ -95,7 +85,8 @@ TEST(TernaryKernel, EqualsLibtorchFakeQuantMatmul) {
     kernels::TernaryGemm(view, x.data_ptr<float>(), 5, y.data(), kernels::BestIsa(), nullptr);
     kernels::TernaryGemv(view, x.data_ptr<float>(), yv.data(), kernels::BestIsa(), nullptr);
     for (int64_t i = 0; i < 5 * rows; ++i) {
-      EXPECT_NEAR(y[i], want.data_ptr<float>()[i], 1e-4 * (1 + std::abs(want.data_ptr<float>()[i])));
+      EXPECT_NEAR(y[i], want.data_ptr<float>()[i],
+                  1e-4 * (1 + std::abs(want.data_ptr<float>()[i])));
     }
     for (int64_t r = 0; r < rows; ++r) EXPECT_NEAR(yv[r], y[r], 1e-4 * (1 + std::abs(y[r])));
   }

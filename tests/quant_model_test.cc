@@ -23,6 +23,8 @@
 namespace qat::trainer {
 namespace {
 
+using testing_util::SaveModel;
+
 std::string Write(const std::string& dir, const std::string& text) {
   std::ofstream(dir + "/r.yaml") << text;
   return dir + "/r.yaml";
@@ -198,18 +200,6 @@ TEST(QuantModel, Int8ActivationsQuantizeBlockLinearInputsOnly) {
 }
 
 // ----- export -----
-
-std::string SaveModel(CausalLM& model, const std::string& dir) {
-  Recipe r;
-  r.model = model->config();
-  r.quant = model->quant();
-  r.data.seq_len = std::min<int64_t>(r.data.seq_len, r.model.max_seq_len);
-  CheckpointState state;
-  state.step = 1;
-  state.recipe_yaml = RecipeToYaml(r);
-  state.model = ParameterMap(*model);
-  return SaveCheckpoint(dir, state, 1).value();
-}
 
 struct ExportCase {
   const char* name;

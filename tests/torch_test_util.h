@@ -3,10 +3,13 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <string>
 
 #include "data/tokens.h"
+#include "trainer/checkpoint.h"
+#include "trainer/model.h"
 #include "trainer/recipe.h"
 
 namespace qat::testing_util {
@@ -61,6 +64,19 @@ inline trainer::Recipe TinyRecipe(const std::string& dir) {
   r.train.warmup_steps = 2;
   r.eval.max_windows = 4;
   return r;
+}
+
+// Saves `model` as a checkpoint with a recipe that describes it; returns the checkpoint dir.
+inline std::string SaveModel(trainer::CausalLM& model, const std::string& dir) {
+  trainer::Recipe r;
+  r.model = model->config();
+  r.quant = model->quant();
+  r.data.seq_len = std::min<int64_t>(r.data.seq_len, r.model.max_seq_len);
+  trainer::CheckpointState state;
+  state.step = 1;
+  state.recipe_yaml = trainer::RecipeToYaml(r);
+  state.model = trainer::ParameterMap(*model);
+  return trainer::SaveCheckpoint(dir, state, 1).value();
 }
 
 }  // namespace qat::testing_util
