@@ -16,6 +16,7 @@
 #include "kernels/kernel_bench.h"
 #include "kernels/lowbit.h"
 #include "kernels/ternary.h"
+#include "kernels/ternary_x16.h"
 #include "kernels/thread_pool.h"
 
 namespace qat::kernels {
@@ -23,13 +24,14 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Median of `iters` timed calls of fn(call index), after one untimed warm-up call.
-double MedianMicros(int iters, const std::function<void(int)>& fn) {
+// Median of `iters` timed calls of fn(call index), after `warmups` untimed calls (indices
+// 0 .. warmups-1; the timed calls continue from there).
+double MedianMicros(int iters, int warmups, const std::function<void(int)>& fn) {
   std::vector<double> times;
-  fn(0);
+  for (int i = 0; i < warmups; ++i) fn(i);
   for (int i = 0; i < iters; ++i) {
     const Clock::time_point start = Clock::now();
-    fn(i + 1);
+    fn(warmups + i);
     times.push_back(std::chrono::duration<double, std::micro>(Clock::now() - start).count());
   }
   std::sort(times.begin(), times.end());
@@ -88,7 +90,7 @@ double ReadBandwidthGBs(ThreadPool& pool) {
   for (int64_t i = 0; i < words; ++i) a[i] = static_cast<uint64_t>(i) * 0x9E3779B97F4A7C15ull;
   constexpr int64_t kChunk = 1 << 18;  // 2 MiB per task
   std::vector<uint64_t> sums(static_cast<size_t>((words + kChunk - 1) / kChunk));
-  const double us = MedianMicros(5, [&](int) {
+  const double us = MedianMicros(5, 1, [&](int) {
     pool.ParallelFor(static_cast<int64_t>(sums.size()), 1, [&](int64_t c0, int64_t c1) {
       for (int64_t c = c0; c < c1; ++c) {
         uint64_t s = 0;
@@ -137,28 +139,36 @@ void RunCpuKernelBench(const KernelBenchOptions& options, ThreadPool& pool,
     std::vector<float> y(max_m * rows);
     double dense_us[2] = {dense_fp32(rows, cols, 1, iters), dense_fp32(rows, cols, max_m, iters)};
 
-    // The formats, each built (and its copies freed) in turn.
-    const int n_formats = 5;
+    // The formats, each built (and its copies freed) in turn: 0 ternary2, 1 ternary2 in the
+    // x16 layout (what the runtime runs on AVX-512 CPUs), 2 ternary2 with int8 activations,
+    // 3 ternary3, 4 int2/g64, 5 int4/g128.
+    const int n_formats = 6;
     for (int f = 0; f < n_formats; ++f) {
+      if (f == 1 && !TernaryX16Fast()) continue;
       std::vector<uint8_t> packed;
       std::vector<float> scales, zeros;
       FormatRun run;
       int bits = 0;
       int64_t group = 0;
-      if (f <= 1) {  // ternary2, every byte made of codes 0..2 (code 3 -> 1)
+      if (f <= 2) {  // ternary2, every byte made of codes 0..2 (code 3 -> 1)
         packed = RandomBytes(rows * TernaryRowBytes(cols), rng, [](uint64_t v) {
           const uint8_t b = static_cast<uint8_t>(v);
           const uint8_t code3 = b & (b >> 1) & 0x55;  // low bit of every code 3
           return static_cast<uint8_t>(b & ~(code3 << 1));
         });
         scales = RandomFloats(rows, rng, 0.01f, 0.1f);
-      } else if (f == 2) {
+        if (f == 1) {  // the same bytes regrouped (uint8_t storage: new[] aligns it for words)
+          std::vector<uint8_t> words(TernaryX16Words(rows, cols) * sizeof(uint32_t));
+          RepackTernaryX16(packed.data(), rows, cols, reinterpret_cast<uint32_t*>(words.data()));
+          packed.swap(words);
+        }
+      } else if (f == 3) {
         packed = RandomBytes(rows * Ternary3RowBytes(cols), rng,
                              [](uint64_t v) { return static_cast<uint8_t>(v % 243); });
         scales = RandomFloats(rows, rng, 0.01f, 0.1f);
       } else {
-        bits = f == 3 ? 2 : 4;
-        group = f == 3 ? 64 : 128;
+        bits = f == 4 ? 2 : 4;
+        group = f == 4 ? 64 : 128;
         const int64_t params = rows * IntKGroupsPerRow(group, cols);
         packed = RandomBytes(rows * IntKRowBytes(bits, cols), rng,
                              [](uint64_t v) { return static_cast<uint8_t>(v); });
@@ -180,6 +190,14 @@ void RunCpuKernelBench(const KernelBenchOptions& options, ThreadPool& pool,
           };
           break;
         case 1:
+          run.name = "ternary2-x16";
+          run.call = [&](int i, const float* xp, int64_t m, float* yp) {
+            const auto* words = reinterpret_cast<const uint32_t*>(rot.at(i));
+            TernaryX16Gemm(TernaryX16View{rows, cols, words, scales.data(), rows}, xp, m, yp, isa,
+                           &pool);
+          };
+          break;
+        case 2:
           run.name = "ternary2-a8";  // includes quantizing x, as the runtime does
           run.call = [&](int i, const float* xp, int64_t m, float* yp) {
             QuantizeActivationsInt8(xp, m, cols, xq.data(), xscales.data(), isa);
@@ -187,7 +205,7 @@ void RunCpuKernelBench(const KernelBenchOptions& options, ThreadPool& pool,
                             xscales.data(), m, yp, isa, &pool);
           };
           break;
-        case 2:
+        case 3:
           run.name = "ternary3";
           run.call = [&](int i, const float* xp, int64_t m, float* yp) {
             Ternary3Gemm(Ternary3View{rows, cols, rot.at(i), scales.data(), rows}, xp, m, yp, isa,
@@ -205,7 +223,10 @@ void RunCpuKernelBench(const KernelBenchOptions& options, ThreadPool& pool,
       for (int k = 0; k < 2; ++k) {
         const int64_t m = k == 0 ? 1 : max_m;
         if (k == 1 && max_m == 1) break;
-        const double us = MedianMicros(iters, [&](int i) { run.call(i, x.data(), m, y.data()); });
+        // One untimed pass over every copy first: on this project's VM the first read of freshly
+        // written memory ran up to 10x slow for ~100 ms, which dominated the median of a pass.
+        const double us = MedianMicros(iters, static_cast<int>(rot.copies.size()),
+                                       [&](int i) { run.call(i, x.data(), m, y.data()); });
         const double gbs = static_cast<double>(run.weight_bytes) / (us * 1e3);
         std::fprintf(out, "%-12s %-5s %-14s %11.1f %11.1f %7.2fx %8.1f %5.1f%%\n", shape.c_str(),
                      m == 1 ? "gemv" : absl::StrCat("M=", m).c_str(), run.name.c_str(), us,
@@ -213,10 +234,12 @@ void RunCpuKernelBench(const KernelBenchOptions& options, ThreadPool& pool,
       }
     }
   }
-  std::fprintf(out,
-               "speedup = libtorch fp32 time / ours, same shape, same run; GB/s counts the packed "
-               "weights with their scales and zero points; %%bw = GB/s / measured read "
-               "bandwidth; ternary2-a8 includes quantizing x to int8.\n");
+  std::fprintf(
+      out,
+      "speedup = libtorch fp32 time / ours, same shape, same run; GB/s counts the packed "
+      "weights with their scales and zero points; %%bw = GB/s / measured read "
+      "bandwidth; ternary2-x16 is ternary2 regrouped 16 rows at a time (the runtime's layout on "
+      "AVX-512 CPUs); ternary2-a8 includes quantizing x to int8.\n");
 }
 
 }  // namespace qat::kernels

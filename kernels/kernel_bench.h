@@ -7,7 +7,10 @@
 // 50 MB L2), so weights stream from memory as in decoding. The machine's memory bandwidth is
 // measured in the same run (CPU: every pool thread streaming reads over 256 MiB; GPU: a
 // device-to-device cudaMemcpy, counted as read + write), and each result's weight bytes per second
-// is printed as a share of it.
+// is printed as a share of it. Before its timed calls, each measurement makes one untimed pass over
+// all its copies (on this project's VM, the first read of freshly written memory ran up to 10x
+// slow for ~100 ms), and the CPU timings of ours start only once libtorch's BLAS threads have
+// stopped spinning after the baseline (they shared the cores with our first format otherwise).
 #pragma once
 
 #include <cstdint>
@@ -36,9 +39,10 @@ struct KernelBenchOptions {
 // example libtorch built without CUDA).
 using DenseTimer = std::function<double(int64_t rows, int64_t cols, int64_t m, int iters)>;
 
-// Per shape, m in {1, options.m} and format (ternary2, ternary2 with int8 activations, ternary3,
-// int2/g64, int4/g128): our time on the best Isa with `pool`, `dense_fp32`'s time, the speedup,
-// the weight GB/s and its share of the measured read bandwidth.
+// Per shape, m in {1, options.m} and format (ternary2, ternary2 in the x16 layout where AVX-512
+// runs it, ternary2 with int8 activations, ternary3, int2/g64, int4/g128): our time on the best Isa
+// with `pool`, `dense_fp32`'s time, the speedup, the weight GB/s and its share of the measured read
+// bandwidth.
 void RunCpuKernelBench(const KernelBenchOptions& options, ThreadPool& pool,
                        const DenseTimer& dense_fp32, std::FILE* out);
 

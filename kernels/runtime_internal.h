@@ -21,9 +21,12 @@ struct Linear {
   LinearPacking packing;
   std::vector<float> dense;    // out x in, kDense
   std::vector<uint8_t> codes;  // out x row bytes of the format, packed formats
-  std::vector<float> scales;   // ternary: 1 or out; int2/int4: out x groups
-  std::vector<float> zeros;    // int2/int4: out x groups
-  std::vector<float> bias;     // empty or out
+  // ternary2 regrouped for the AVX-512 kernels (ternary_x16.h), which then replaces `codes`:
+  // built at load on CPUs with AVX-512 for ternary2 linears with fp32 activations.
+  std::vector<uint32_t> x16;
+  std::vector<float> scales;  // ternary: 1 or out; int2/int4: out x groups
+  std::vector<float> zeros;   // int2/int4: out x groups
+  std::vector<float> bias;    // empty or out
 
   bool packed() const { return packing.format != LinearFormat::kDense; }
   int bits() const { return packing.format == LinearFormat::kInt2 ? 2 : 4; }  // int2/int4 only

@@ -12,7 +12,9 @@
 // processed together so each activation load feeds four FMAs (x does not fit in L1 for
 // 14336 columns), with a software prefetch a few blocks ahead in each row. Measured on Zen 5
 // (2 cores, shared): 4096 x 14336 in ~1.0 ms on one thread (~60 G weights/s), ~7.5x the fp32
-// DenseGemv below (which streams ~31 GB/s).
+// DenseGemv below (which streams ~31 GB/s). The packed runtime does not use this GEMV or the
+// GEMMs below for fp32 activations: on AVX-512 it regroups ternary2 rows into the x16 layout,
+// whose table-lookup kernels are ~1.4x faster (ternary_x16_avx512.cc).
 //
 // GEMM, up to kGemmSmallBatch (16) activation rows: straight from the packed bytes in passes of 4
 // activation rows (TritDotBatchRows below), each half block decoded once in registers for all 4.
@@ -22,19 +24,12 @@
 // (ternary_impl.h) and multiplied by every activation row with a 4 x 6 register tile of dot
 // products, which amortizes the decoding over many rows.
 
-// GCC 12's AVX-512 intrinsics build "undefined" vectors from self-initialized variables, which
-// trips -Wuninitialized once they are inlined (GCC bug 105593): the warning is about the header.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
-
 #include <algorithm>
 #include <cstdint>
 
 #include "kernels/ternary.h"
 #include "kernels/ternary_impl.h"
+#include "kernels/trit_tables_avx512.h"  // includes immintrin.h
 
 namespace qat::kernels::avx512 {
 namespace {
@@ -45,15 +40,6 @@ constexpr int64_t kPrefetchBlocks = 16;  // how far ahead each row is prefetched
 // Activation rows per pass of the small-batch GEMM: 2 rows x 4 activation rows keep 8
 // accumulators and 8 trit vectors in registers (8 activation rows spill and run slower).
 constexpr int64_t kBatchRows = 4;
-
-// Table lookups from the low 4 bits of a lane (two codes: lo = bits [1:0], hi = bits [3:2]) to
-// the trit of lo, or of hi. Code 3 (invalid) maps to 0, as in UnpackTernary.
-inline __m512 TritTableLo() {
-  return _mm512_setr_ps(-1, 0, 1, 0, -1, 0, 1, 0, -1, 0, 1, 0, -1, 0, 1, 0);
-}
-inline __m512 TritTableHi() {
-  return _mm512_setr_ps(-1, -1, -1, -1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0);
-}
 
 // Trits of one 16-byte half of a block, as four vectors of 16 floats (weight groups j = 0..3).
 inline void DecodeHalf(const uint8_t* half, __m512 lo, __m512 hi, __m512 trits[4]) {

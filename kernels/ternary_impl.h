@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "kernels/ternary.h"
+#include "kernels/ternary_x16.h"
 
 namespace qat::kernels {
 
@@ -62,5 +63,21 @@ QAT_DECLARE_TERNARY_KERNELS
 inline float TernaryRowScale(const TernaryView& w, int64_t r) {
   return w.n_scales == 1 ? w.scales[0] : w.scales[r];
 }
+
+// ternary2-x16 (ternary_x16.h). Row ranges start at a multiple of kTernaryX16Rows; x_padded holds
+// m rows of TernaryRowBytes(cols) * 4 floats, zero past cols.
+namespace scalar {  // ternary_x16.cc: the reference, in TernaryGemmRows' summation order
+void TernaryX16GemmRows(const TernaryX16View& w, const float* x_padded, int64_t m, float* y,
+                        int64_t row_begin, int64_t row_end);
+}  // namespace scalar
+namespace avx512 {  // ternary_x16_avx512.cc
+// The GEMV's lookup tables: 8 tables of 16 floats per 32-bit word of a row, in word order
+// (TernaryRowBytes(cols) * 32 floats), from one activation row.
+void BuildTernaryX16Tables(const float* x_padded, int64_t cols, float* tables);
+void TernaryX16GemvRows(const TernaryX16View& w, const float* tables, float* y, int64_t row_begin,
+                        int64_t row_end);
+void TernaryX16GemmRows(const TernaryX16View& w, const float* x_padded, int64_t m, float* y,
+                        int64_t row_begin, int64_t row_end);
+}  // namespace avx512
 
 }  // namespace qat::kernels

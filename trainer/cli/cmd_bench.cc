@@ -2,14 +2,16 @@
 // same shapes, measured side by side in one run, on the CPU (fp32 baseline) and on a CUDA GPU
 // (bf16 baseline: cuBLAS through libtorch). Method and columns: kernels/kernel_bench.h.
 // qat bench comm: collective bus bandwidth over MPI (comm/bench.h).
-#include <torch/torch.h>
 #include <torch/cuda.h>
+#include <torch/torch.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <random>
+#include <thread>
 
 #include "absl/strings/str_split.h"
 #include "comm/bench.h"
@@ -25,14 +27,15 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Median of `iters` timed calls of fn(call index) in microseconds, after one untimed call.
+// Median of `iters` timed calls of fn(call index) in microseconds, after `warmups` untimed calls
+// (indices 0 .. warmups-1; the timed calls continue from there).
 template <typename Fn>
-double MedianMicros(int iters, Fn fn) {
+double MedianMicros(int iters, int warmups, Fn fn) {
   std::vector<double> t;
-  fn(0);  // warm up
+  for (int i = 0; i < warmups; ++i) fn(i);
   for (int i = 0; i < iters; ++i) {
     Clock::time_point a = Clock::now();
-    fn(i + 1);
+    fn(warmups + i);
     t.push_back(std::chrono::duration<double, std::micro>(Clock::now() - a).count());
   }
   std::sort(t.begin(), t.end());
@@ -49,15 +52,38 @@ std::vector<torch::Tensor> DenseCopies(int64_t rows, int64_t cols, const torch::
   return copies;
 }
 
+// CPU time of the whole process (every thread) in seconds.
+double ProcessCpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+// Returns once the process's other threads have gone quiet: less than 5% of one core used over
+// a 20 ms window while this thread sleeps (at most 2 s). libtorch's BLAS (OpenBLAS on Debian)
+// leaves its worker threads spinning for a while after a call; timed next to them, our kernels
+// shared the 2 cores with a busy-wait and the first format after the baseline read 10x slow.
+void WaitForIdleThreads() {
+  constexpr auto kWindow = std::chrono::milliseconds(20);
+  for (int i = 0; i < 100; ++i) {
+    const double before = ProcessCpuSeconds();
+    std::this_thread::sleep_for(kWindow);
+    if (ProcessCpuSeconds() - before < 0.05 * 0.020) return;
+  }
+}
+
 // The dense baseline on the CPU: libtorch fp32 (mv for one row, matmul otherwise).
 double TorchFp32Micros(int64_t rows, int64_t cols, int64_t m, int iters) {
   torch::NoGradGuard no_grad;
   const std::vector<torch::Tensor> w = DenseCopies(rows, cols, torch::kFloat32);
   const torch::Tensor x = torch::randn({m, cols});
-  return MedianMicros(iters, [&](int i) {
+  // One untimed pass over every copy first, as for our kernels (kernel_bench.cc).
+  const double us = MedianMicros(iters, static_cast<int>(w.size()), [&](int i) {
     const torch::Tensor& wi = w[i % w.size()];
     torch::Tensor out = m == 1 ? torch::mv(wi, x[0]) : torch::matmul(x, wi.t());
   });
+  WaitForIdleThreads();
+  return us;
 }
 
 // The dense baseline on the GPU: cuBLAS bf16 through libtorch; -1 when libtorch has no CUDA. The
@@ -153,8 +179,8 @@ int BenchMain(int argc, char** argv) {
     int64_t r = 0, c = 0;
     if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &r) || !absl::SimpleAtoi(parts[1], &c) ||
         r <= 0 || c <= 0 || r > (1 << 20) || c > (1 << 20)) {
-      return Fail("bench", "--shapes: expected OUTxIN (each in [1, 2^20]), got '" +
-                               std::string(item) + "'");
+      return Fail("bench",
+                  "--shapes: expected OUTxIN (each in [1, 2^20]), got '" + std::string(item) + "'");
     }
     options.shapes.emplace_back(r, c);
   }
