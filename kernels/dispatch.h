@@ -50,14 +50,18 @@ inline bool HandledWithoutKernel(int64_t rows, int64_t cols, int64_t m, bool usa
   return false;
 }
 
-// x (cols floats) copied into a buffer of `padded` floats, zero past cols, so SIMD kernels can
-// read whole blocks. The buffer is reused by the next call on the same thread (a decode loop
-// calls this per linear layer).
-inline const float* PaddedActivations(const float* x, int64_t cols, int64_t padded) {
+// x (rows x cols floats) copied into a buffer of rows x `padded` floats, each row zero past cols,
+// so SIMD kernels can read whole blocks. The buffer is reused by the next call on the same thread
+// (a decode loop calls this per linear layer); workers of a ParallelFor must get the returned
+// pointer, since a thread_local named inside their lambda would be their own.
+inline const float* PaddedActivations(const float* x, int64_t rows, int64_t cols, int64_t padded) {
   thread_local std::vector<float> buffer;
-  buffer.resize(padded);
-  std::copy(x, x + cols, buffer.begin());
-  std::fill(buffer.begin() + cols, buffer.end(), 0.0f);
+  buffer.resize(rows * padded);
+  for (int64_t i = 0; i < rows; ++i) {
+    float* row = buffer.data() + i * padded;
+    std::copy(x + i * cols, x + (i + 1) * cols, row);
+    std::fill(row + cols, row + padded, 0.0f);
+  }
   return buffer.data();
 }
 

@@ -24,20 +24,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Median of `iters` timed calls of fn(call index), after `warmups` untimed calls (indices
-// 0 .. warmups-1; the timed calls continue from there).
-double MedianMicros(int iters, int warmups, const std::function<void(int)>& fn) {
-  std::vector<double> times;
-  for (int i = 0; i < warmups; ++i) fn(i);
-  for (int i = 0; i < iters; ++i) {
-    const Clock::time_point start = Clock::now();
-    fn(warmups + i);
-    times.push_back(std::chrono::duration<double, std::micro>(Clock::now() - start).count());
-  }
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
-}
-
 // A fast deterministic byte and float source (xorshift64*): filling hundreds of MiB with
 // <random> distributions would dominate the benchmark's run time.
 class FastRandom {
@@ -114,6 +100,18 @@ struct FormatRun {
 };
 
 }  // namespace
+
+double MedianMicros(int iters, int warmups, const std::function<void(int)>& fn) {
+  std::vector<double> times;
+  for (int i = 0; i < warmups; ++i) fn(i);
+  for (int i = 0; i < iters; ++i) {
+    const Clock::time_point start = Clock::now();
+    fn(warmups + i);
+    times.push_back(std::chrono::duration<double, std::micro>(Clock::now() - start).count());
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
 
 void RunCpuKernelBench(const KernelBenchOptions& options, ThreadPool& pool,
                        const DenseTimer& dense_fp32, std::FILE* out) {

@@ -34,6 +34,10 @@ struct KernelBenchOptions {
   bool quick = false;  // 3 calls per measurement (CPU), for a fast look on small machines
 };
 
+// Median of `iters` timed calls of fn(call index) in microseconds, after `warmups` untimed calls
+// (indices 0 .. warmups-1; the timed calls continue from there). iters >= 1.
+double MedianMicros(int iters, int warmups, const std::function<void(int)>& fn);
+
 // Microseconds per call of a dense product Y[m x rows] = X[m x cols] W^T with W rotated over
 // copies larger than kBenchRotateBytes; a negative value when the baseline cannot run (for
 // example libtorch built without CUDA).

@@ -297,8 +297,8 @@ void DecodedGemm(int64_t rows, int64_t cols, const float* x, int64_t m, float* y
 void Ternary3Gemv(const Ternary3View& w, const float* x, float* y, Isa isa, ThreadPool* pool) {
   if (HandledWithoutKernel(w.rows, w.cols, 1, ScalesUsable(w) && w.data != nullptr, y)) return;
   const auto rows_fn = QAT_KERNEL_FOR_ISA(isa, Ternary3GemvRows);
-  const float* xp =
-      PaddedActivations(x, w.cols, Ternary3RowBytes(w.cols) / kTernary3BlockBytes * kTernary3Block);
+  const float* xp = PaddedActivations(
+      x, 1, w.cols, Ternary3RowBytes(w.cols) / kTernary3BlockBytes * kTernary3Block);
   ForRows(pool, w.rows, RowGrain(kFloatUnitWork, w.cols, 4),
           [&](int64_t begin, int64_t end) { rows_fn(w, xp, y, begin, end); });
 }

@@ -215,10 +215,11 @@ struct PackedModel::Impl {
 
 namespace {
 
-// Visits every linear of the model (not the embedding or lm_head).
-template <typename Fn>
-void ForEachLinear(const ModelWeights& w, Fn fn) {
-  for (const Layer& layer : w.layers) {
+// Visits every linear of the model (not the embedding or lm_head); Weights is ModelWeights or
+// const ModelWeights.
+template <typename Weights, typename Fn>
+void ForEachLinear(Weights& w, Fn fn) {
+  for (auto& layer : w.layers) {
     for (const LinearSpec& spec : kLinearSpecs) fn(layer.*spec.member);
   }
 }
@@ -272,16 +273,14 @@ absl::StatusOr<std::unique_ptr<PackedModel>> PackedModel::Load(const std::string
   // On AVX-512 the ternary2 linears run from the x16 layout (ternary_x16.h: ~1.4x faster decode,
   // ~2x faster prefill); the regrouped copy replaces the file's bytes, so memory stays the same.
   // int8-activation linears keep ternary2 (their kernel reads it), and so does a GPU model.
-  if (device == Device::kCpu && isa == Isa::kAvx512 && TernaryX16Fast()) {
-    for (Layer& layer : m.w.layers) {
-      for (const LinearSpec& spec : kLinearSpecs) {
-        Linear& lin = layer.*spec.member;
-        if (lin.packing.format != LinearFormat::kTernary2 || lin.packing.act_int8) continue;
-        lin.x16.resize(TernaryX16Words(lin.out, lin.in));
-        RepackTernaryX16(lin.codes.data(), lin.out, lin.in, lin.x16.data());
-        std::vector<uint8_t>().swap(lin.codes);
-      }
-    }
+  // (Load has checked that isa is supported.)
+  if (device == Device::kCpu && isa == Isa::kAvx512) {
+    ForEachLinear(m.w, [](Linear& lin) {
+      if (lin.packing.format != LinearFormat::kTernary2 || lin.packing.act_int8) return;
+      lin.x16.resize(TernaryX16Words(lin.out, lin.in));
+      RepackTernaryX16(lin.codes.data(), lin.out, lin.in, lin.x16.data());
+      std::vector<uint8_t>().swap(lin.codes);
+    });
   }
   ForEachLinear(m.w, [&](const Linear& lin) {
     ++m.linears_per_format[static_cast<int>(lin.packing.format)];

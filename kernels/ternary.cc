@@ -196,7 +196,7 @@ constexpr int64_t kDenseUnitWork = int64_t{1} << 16;    // 256 KB of fp32 weight
 void TernaryGemv(const TernaryView& w, const float* x, float* y, Isa isa, ThreadPool* pool) {
   if (HandledWithoutKernel(w.rows, w.cols, 1, ScalesUsable(w), y)) return;
   const auto rows_fn = QAT_KERNEL_FOR_ISA(isa, TernaryGemvRows);
-  const float* xp = PaddedActivations(x, w.cols, TernaryRowBytes(w.cols) * 4);
+  const float* xp = PaddedActivations(x, 1, w.cols, TernaryRowBytes(w.cols) * 4);
   ForRows(pool, w.rows, RowGrain(kTernaryUnitWork, w.cols, 4),
           [&](int64_t begin, int64_t end) { rows_fn(w, xp, y, begin, end); });
 }

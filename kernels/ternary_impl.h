@@ -59,8 +59,9 @@ QAT_DECLARE_TERNARY_KERNELS
 
 #undef QAT_DECLARE_TERNARY_KERNELS
 
-// Scale of output row r of a view: per tensor or per row.
-inline float TernaryRowScale(const TernaryView& w, int64_t r) {
+// Scale of output row r of a view (TernaryView or TernaryX16View): per tensor or per row.
+template <typename View>
+float TernaryRowScale(const View& w, int64_t r) {
   return w.n_scales == 1 ? w.scales[0] : w.scales[r];
 }
 

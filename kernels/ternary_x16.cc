@@ -2,9 +2,7 @@
 // kernel, and the dispatch to the AVX-512 kernels (ternary_x16_avx512.cc) over a ThreadPool.
 #include "kernels/ternary_x16.h"
 
-#include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
 #include "kernels/dispatch.h"
@@ -72,7 +70,7 @@ void TernaryX16GemmRows(const TernaryX16View& w, const float* x_padded, int64_t 
         const int code = (word >> (8 * (byte % 4) + 2 * (in_block / 32))) & 3;
         sum += (code == 3 ? 0.0f : static_cast<float>(code - 1)) * xi[c];
       }
-      y[i * w.rows + r] = (w.n_scales == 1 ? w.scales[0] : w.scales[r]) * sum;
+      y[i * w.rows + r] = TernaryRowScale(w, r) * sum;
     }
   }
 }
@@ -83,13 +81,8 @@ void TernaryX16Gemm(const TernaryX16View& w, const float* x, int64_t m, float* y
                     ThreadPool* pool) {
   if (dispatch::HandledWithoutKernel(w.rows, w.cols, m, dispatch::ScalesUsable(w), y)) return;
   const int64_t padded = TernaryRowBytes(w.cols) * 4;
-  // The activations in rows of `padded` floats, zero past cols (kernels read whole blocks, and
-  // padding codes then contribute exactly nothing). Reused by the next call on this thread.
-  // (Lambdas below take the pointer: a thread_local named inside them is the worker's own.)
-  thread_local std::vector<float> x_buffer;
-  x_buffer.assign(m * padded, 0.0f);
-  for (int64_t i = 0; i < m; ++i) std::memcpy(&x_buffer[i * padded], x + i * w.cols, w.cols * 4);
-  const float* x_padded = x_buffer.data();
+  // Kernels read whole blocks; padding codes then meet zeros and contribute exactly nothing.
+  const float* x_padded = dispatch::PaddedActivations(x, m, w.cols, padded);
   constexpr int64_t kUnitWork = int64_t{1} << 17;  // multiply-adds handed to a thread at once
   if (dispatch::Usable(isa) != Isa::kAvx512) {
     dispatch::ForRows(pool, w.rows, dispatch::RowGrain(kUnitWork, w.cols * m, kTernaryX16Rows),
@@ -99,6 +92,7 @@ void TernaryX16Gemm(const TernaryX16View& w, const float* x, int64_t m, float* y
     return;
   }
   if (m == 1) {
+    // (Lambdas below take the pointer: a thread_local named inside them is the worker's own.)
     thread_local std::vector<float> table_buffer;
     table_buffer.resize(padded * 8);
     const float* tables = table_buffer.data();

@@ -27,21 +27,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Median of `iters` timed calls of fn(call index) in microseconds, after `warmups` untimed calls
-// (indices 0 .. warmups-1; the timed calls continue from there).
-template <typename Fn>
-double MedianMicros(int iters, int warmups, Fn fn) {
-  std::vector<double> t;
-  for (int i = 0; i < warmups; ++i) fn(i);
-  for (int i = 0; i < iters; ++i) {
-    Clock::time_point a = Clock::now();
-    fn(warmups + i);
-    t.push_back(std::chrono::duration<double, std::micro>(Clock::now() - a).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
 // Copies of one random dense matrix, enough to exceed kBenchRotateBytes (at least 2).
 std::vector<torch::Tensor> DenseCopies(int64_t rows, int64_t cols, const torch::TensorOptions& o) {
   const int64_t bytes = rows * cols * static_cast<int64_t>(o.dtype().itemsize());
@@ -64,11 +49,11 @@ double ProcessCpuSeconds() {
 // leaves its worker threads spinning for a while after a call; timed next to them, our kernels
 // shared the 2 cores with a busy-wait and the first format after the baseline read 10x slow.
 void WaitForIdleThreads() {
-  constexpr auto kWindow = std::chrono::milliseconds(20);
+  constexpr double kWindowSeconds = 0.020, kIdleShare = 0.05;
   for (int i = 0; i < 100; ++i) {
     const double before = ProcessCpuSeconds();
-    std::this_thread::sleep_for(kWindow);
-    if (ProcessCpuSeconds() - before < 0.05 * 0.020) return;
+    std::this_thread::sleep_for(std::chrono::duration<double>(kWindowSeconds));
+    if (ProcessCpuSeconds() - before < kIdleShare * kWindowSeconds) return;
   }
 }
 
@@ -78,7 +63,7 @@ double TorchFp32Micros(int64_t rows, int64_t cols, int64_t m, int iters) {
   const std::vector<torch::Tensor> w = DenseCopies(rows, cols, torch::kFloat32);
   const torch::Tensor x = torch::randn({m, cols});
   // One untimed pass over every copy first, as for our kernels (kernel_bench.cc).
-  const double us = MedianMicros(iters, static_cast<int>(w.size()), [&](int i) {
+  const double us = kernels::MedianMicros(iters, static_cast<int>(w.size()), [&](int i) {
     const torch::Tensor& wi = w[i % w.size()];
     torch::Tensor out = m == 1 ? torch::mv(wi, x[0]) : torch::matmul(x, wi.t());
   });
