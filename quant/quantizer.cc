@@ -92,20 +92,31 @@ absl::Status WeightQuantizer::CheckShape(const std::string& weight_name, const s
 }
 
 std::vector<int64_t> WeightQuantizer::ScaleShape(int64_t out, int64_t in) const {
-  if (!spec_.learnable()) return {};
+  if (!spec_.stored_scale()) return {};
+  int64_t groups = 1;
   switch (spec_.granularity) {
     case Granularity::kPerTensor:
-      return {1};
+      break;
     case Granularity::kPerChannel:
-      return {out};
+      groups = out;
+      break;
     case Granularity::kPerGroup:
-      return {out * (in / spec_.group_size)};
+      groups = out * (in / spec_.group_size);
+      break;
   }
-  return {};
+  // fixed: every group's scale, then every group's zero point.
+  return {spec_.scale == ScaleMode::kFixed ? 2 * groups : groups};
 }
 
 torch::Tensor WeightQuantizer::InitScale(const torch::Tensor& w) const {
-  if (!spec_.learnable()) return {};
+  if (!spec_.stored_scale()) return {};
+  if (spec_.scale == ScaleMode::kFixed) {
+    // The statistic quantizer's scales and zero points of these weights (round to nearest).
+    QuantSpec statistic = spec_;
+    statistic.scale = ScaleMode::kStatistic;
+    const QuantParts parts = WeightQuantizer(statistic).Decompose(w);
+    return FixedScale(parts.scale, parts.zero).to(w.scalar_type());
+  }
   torch::NoGradGuard no_grad;
   const Layout l = LayoutOf(spec_, w);
   torch::Tensor a = w.detach().to(ComputeType(w)).reshape({l.out, l.C, l.G}).abs();
@@ -120,7 +131,18 @@ torch::Tensor WeightQuantizer::InitScale(const torch::Tensor& w) const {
   return alpha.reshape(ScaleShape(l.out, l.in)).to(w.scalar_type());
 }
 
+torch::Tensor FixedScale(const torch::Tensor& scale, const torch::Tensor& zero) {
+  return torch::cat({scale.reshape({-1}), zero.reshape({-1}).to(scale.scalar_type())});
+}
+
 namespace {
+
+// The levels of a quantizer's codes: 3 (ternary), 2 (binary), 2^k (int k).
+int Levels(const QuantSpec& spec) {
+  if (spec.method == Method::kTernary) return 3;
+  if (spec.method == Method::kBinary) return 2;
+  return 1 << spec.bits;
+}
 
 // The quantizer's grid point of every weight, in float: Wq = scale * (codes - zero).
 struct Grid {
@@ -142,7 +164,17 @@ Grid Quantize(const QuantSpec& spec, const torch::Tensor& w, const torch::Tensor
   torch::Tensor codes, scale;
   double zero = 0.0;
   torch::Tensor zero_tensor;
-  if (spec.learnable()) {
+  if (spec.scale == ScaleMode::kFixed) {
+    TORCH_CHECK(alpha.defined() && alpha.numel() == 2 * l.R * l.C, "quantizer ", spec.Name(),
+                " needs ", 2 * l.R * l.C, " stored scales and zero points");
+    const torch::Tensor a = alpha.detach().to(ct).reshape({2, l.R, l.C, 1});
+    scale = a[0];
+    zero_tensor = a[1];
+    p.levels = Levels(spec);
+    codes = spec.method == Method::kBinary
+                ? w3.ge(0)
+                : torch::clamp(torch::round(w3 / scale + zero_tensor), 0.0, p.levels - 1.0);
+  } else if (spec.learnable()) {
     TORCH_CHECK(alpha.defined() && alpha.numel() == l.R * l.C, "quantizer ", spec.Name(),
                 " needs a learned scale of ", l.R * l.C, " values");
     torch::Tensor a = alpha.detach().to(ct).reshape({l.R, l.C, 1}).clamp_min(kMinAlpha);
@@ -223,6 +255,11 @@ torch::Tensor WeightQuantizer::FakeQuant(const torch::Tensor& w, const torch::Te
                 .to(w.scalar_type());
   }
   // Straight-through: the value of `exact`, the gradient of the identity (w - w.detach() is 0).
+  if (spec_.scale == ScaleMode::kFixed) {
+    // The stored scales get an exact zero gradient rather than none, so that every parameter of
+    // a layer takes part in each backward pass (sharded training counts them, sharding.cc).
+    return exact + (w - w.detach()) + (alpha - alpha.detach()).sum().to(w.scalar_type()) * 0.0;
+  }
   if (!spec_.learnable()) return exact + (w - w.detach());
 
   const Layout l = LayoutOf(spec_, w);

@@ -41,6 +41,13 @@
 //       gs b (ParetoQ). gs = 1/sqrt(numel(W) max(Qp, 1)) is LSQ's gradient scale; the gradient
 //       is 0 where alpha < 1e-5. (ParetoQ's code uses +-1 instead of the clip level +-2/3 for
 //       clipped ternary weights; we use the level, which makes the rule one formula.)
+// Stored scales (scale: fixed): alpha = [scale of every group, then zero point of every group]
+//   (each [R, C] flattened row-major), set by post-training quantization (ptq/ptq.h) or, for a
+//   fresh model, to the statistic quantizer's values (round to nearest). codes =
+//   clamp(round(W/scale + zero), 0, levels - 1) (binary: W >= 0), Wq = scale * (codes - zero).
+//   Every quantizer above writes its grid in this form, so a weight already on its grid, stored
+//   with its scales and zero points, is reproduced bit for bit. Gradient: identity to W, zero to
+//   alpha (never trained).
 // Activations (BitNet b1.58 W1.58A8): each row x (a token) becomes xq = (absmax/127) *
 // round_half_even(x * (127/absmax)) (0 for an all-zero row), gradient identity, as the packed
 // runtime computes it (kernels/lowbit.h).
@@ -87,7 +94,7 @@ class WeightQuantizer {
   // The papers' initial learned scale for `w` (shape ScaleShape); undefined when not learned.
   torch::Tensor InitScale(const torch::Tensor& w) const;
 
-  // The fake-quantized weight; `alpha` is the learned scale (required iff spec().learnable()).
+  // The fake-quantized weight; `alpha` is the stored scale (required iff spec().stored_scale()).
   torch::Tensor FakeQuant(const torch::Tensor& w, const torch::Tensor& alpha = {}) const;
   // The codes, scales and zero points of FakeQuant's value (no gradient).
   QuantParts Decompose(const torch::Tensor& w, const torch::Tensor& alpha = {}) const;
@@ -95,6 +102,9 @@ class WeightQuantizer {
  private:
   QuantSpec spec_;
 };
+
+// The stored-scale tensor of scale: fixed from a grid's scale and zero [R, C] (see above).
+torch::Tensor FixedScale(const torch::Tensor& scale, const torch::Tensor& zero);
 
 // A quantizer from recipe words (method "none" gives null); errors name the key under "quant.".
 absl::StatusOr<std::shared_ptr<WeightQuantizer>> MakeWeightQuantizer(const QuantWords& words);

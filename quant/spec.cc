@@ -30,6 +30,7 @@ std::string QuantSpec::Name() const {
   }
   if (scale == ScaleMode::kLsq) absl::StrAppend(&s, "/lsq");
   if (scale == ScaleMode::kSeq) absl::StrAppend(&s, "/seq");
+  if (scale == ScaleMode::kFixed) absl::StrAppend(&s, "/fixed");
   if (int8_activations) absl::StrAppend(&s, "/a8");
   return s;
 }
@@ -88,8 +89,11 @@ absl::StatusOr<QuantSpec> MakeQuantSpec(const QuantWords& w, const std::string& 
     if (spec.method == Method::kBinary) {
       return bad("scale", "seq is for ternary and int weights; binary learns its scale with lsq");
     }
+  } else if (w.scale == "fixed") {
+    spec.scale = ScaleMode::kFixed;
   } else {
-    return bad("scale", absl::StrCat("unknown value '", w.scale, "' (expected none, lsq or seq)"));
+    return bad("scale",
+               absl::StrCat("unknown value '", w.scale, "' (expected none, lsq, seq or fixed)"));
   }
   if (spec.learnable() && !spec.symmetric) {
     return bad("scale", absl::StrCat(w.scale,

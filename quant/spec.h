@@ -14,8 +14,10 @@ enum class Method { kTernary, kBinary, kInt };
 // input columns of one row.
 enum class Granularity { kPerTensor, kPerChannel, kPerGroup };
 // kStatistic: the scale is recomputed from the weights at every forward pass (absmean, absmax or
-// min/max); kLsq / kSeq: the scale is a trained parameter (LSQ, ParetoQ's SEQ).
-enum class ScaleMode { kStatistic, kLsq, kSeq };
+// min/max); kLsq / kSeq: the scale is a trained parameter (LSQ, ParetoQ's SEQ); kFixed: the scale
+// and zero point of every group are stored with the weights and never change (written by
+// post-training quantization, ptq/ptq.h; initialised to the statistic's values otherwise).
+enum class ScaleMode { kStatistic, kLsq, kSeq, kFixed };
 
 struct QuantSpec {
   Method method = Method::kTernary;
@@ -26,7 +28,10 @@ struct QuantSpec {
   ScaleMode scale = ScaleMode::kStatistic;
   bool int8_activations = false;  // quantize the layer's input per token (W*A8)
 
-  bool learnable() const { return scale != ScaleMode::kStatistic; }
+  // A trained scale parameter (lsq, seq).
+  bool learnable() const { return scale == ScaleMode::kLsq || scale == ScaleMode::kSeq; }
+  // A scale tensor stored with the weight (NAME.weight_scale): learned or fixed.
+  bool stored_scale() const { return scale != ScaleMode::kStatistic; }
   // Short description, e.g. "int4/sym/per_group128/lsq/a8".
   std::string Name() const;
 };
@@ -38,7 +43,7 @@ struct QuantWords {
   bool symmetric = true;
   std::string granularity = "per_tensor";  // per_tensor | per_channel | per_group
   int64_t group_size = 128;
-  std::string scale = "none";        // none | lsq | seq
+  std::string scale = "none";        // none | lsq | seq | fixed
   std::string activations = "none";  // none | int8
 };
 

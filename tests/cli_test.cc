@@ -12,6 +12,7 @@
 #include "data/tokens.h"
 #include "kernels/safetensors.h"
 #include "kernels/ternary.h"
+#include "test_dir.h"
 
 namespace {
 
@@ -34,16 +35,8 @@ QatRun Qat(const std::string& args) {
   return r;
 }
 
-std::string Dir() {
-  static const std::string dir = [] {
-    std::filesystem::path p = std::filesystem::path(::testing::TempDir()) /
-                              ("qat_cli_" + std::to_string(::getpid()));
-    std::filesystem::remove_all(p);
-    std::filesystem::create_directories(p);
-    return p.string();
-  }();
-  return dir;
-}
+// The running test's own directory, removed when the test ends.
+std::string Dir() { return qat::testing_util::CurrentTestDir().dir(); }
 
 std::string Write(const std::string& name, const std::string& text) {
   std::ofstream(Dir() + "/" + name, std::ios::binary) << text;

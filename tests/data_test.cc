@@ -13,6 +13,7 @@
 
 #include "data/tokens.h"
 #include "kernels/safetensors.h"
+#include "test_dir.h"
 
 namespace qat::data {
 namespace {
@@ -21,15 +22,6 @@ namespace {
 #define EXPECT_CONTAINS(text, part)                          \
   EXPECT_NE(std::string(text).find(part), std::string::npos) \
       << "\"" << std::string(text) << "\" does not contain \"" << (part) << "\""
-
-// A fresh directory per test.
-std::string MakeTempDir() {
-  std::string pattern = ::testing::TempDir() + "/data_test_XXXXXX";
-  std::vector<char> buf(pattern.begin(), pattern.end());
-  buf.push_back('\0');
-  EXPECT_NE(mkdtemp(buf.data()), nullptr);
-  return std::string(buf.data());
-}
 
 void WriteText(const std::string& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary);
@@ -74,7 +66,8 @@ TEST(ByteTokenizerTest, DecodeDropsSpecialAndOutOfRangeIds) {
 // Shards
 
 TEST(ShardTest, RoundTripsUint16Layout) {
-  const std::string path = MakeTempDir() + "/s.bin";
+  const testing_util::TestDir tmp;
+  const std::string path = tmp.path("s.bin");
   std::vector<int32_t> tokens;
   for (int32_t i = 0; i < 1000; ++i) tokens.push_back((i * 7919) % 65536);
   tokens.push_back(65535);
@@ -90,7 +83,8 @@ TEST(ShardTest, RoundTripsUint16Layout) {
 }
 
 TEST(ShardTest, RoundTripsUint32LayoutForLargeIds) {
-  const std::string path = MakeTempDir() + "/s.bin";
+  const testing_util::TestDir tmp;
+  const std::string path = tmp.path("s.bin");
   const std::vector<int32_t> tokens = {0, 65535, 65536, 1 << 20, 2147483647, 5};
   ASSERT_TRUE(WriteShard(path, tokens).ok());
   const std::string file = ReadBytes(path);
@@ -105,7 +99,8 @@ TEST(ShardTest, RoundTripsUint32LayoutForLargeIds) {
 }
 
 TEST(ShardTest, RoundTripsEmptyShardAndRejectsNegativeIds) {
-  const std::string dir = MakeTempDir();
+  const testing_util::TestDir tmp;
+  const std::string dir = tmp.dir();
   ASSERT_TRUE(WriteShard(dir + "/empty.bin", {}).ok());
   auto back = ReadShard(dir + "/empty.bin");
   ASSERT_TRUE(back.ok()) << back.status();
@@ -131,7 +126,8 @@ std::string ShardError(const std::string& path, const std::vector<int32_t>& toke
 }
 
 TEST(ShardTest, RejectsCorruptShardsNamingFileAndOffset) {
-  const std::string dir = MakeTempDir();
+  const testing_util::TestDir tmp;
+  const std::string dir = tmp.dir();
   const std::string path = dir + "/bad.bin";
   const std::vector<int32_t> tokens = {1, 2, 3, 4};
 
@@ -209,7 +205,8 @@ FortuneFiles MakeFortuneFiles(const std::string& dir) {
 }
 
 TEST(PrepTest, SplitsFortuneFilesIntoDisjointTrainAndVal) {
-  const std::string dir = MakeTempDir();
+  const testing_util::TestDir tmp;
+  const std::string dir = tmp.dir();
   const FortuneFiles files = MakeFortuneFiles(dir);
   PrepOptions options;
   options.inputs = files.inputs;
@@ -240,7 +237,8 @@ TEST(PrepTest, SplitsFortuneFilesIntoDisjointTrainAndVal) {
 }
 
 TEST(PrepTest, SameSeedGivesSameSplitAndSeedsMatter) {
-  const std::string dir = MakeTempDir();
+  const testing_util::TestDir tmp;
+  const std::string dir = tmp.dir();
   const FortuneFiles files = MakeFortuneFiles(dir);
   PrepOptions options;
   options.inputs = files.inputs;
@@ -262,7 +260,8 @@ TEST(PrepTest, SameSeedGivesSameSplitAndSeedsMatter) {
 }
 
 TEST(PrepTest, GuaranteesBothSplitsAndHandlesPlainFiles) {
-  const std::string dir = MakeTempDir();
+  const testing_util::TestDir tmp;
+  const std::string dir = tmp.dir();
   WriteText(dir + "/x.txt", "first file\n%\nstill first\n");
   WriteText(dir + "/y.txt", "second file");
   WriteText(dir + "/blank.txt", " \n\n");
@@ -294,7 +293,8 @@ TEST(PrepTest, GuaranteesBothSplitsAndHandlesPlainFiles) {
 }
 
 TEST(PrepTest, ErrorsNameTheInput) {
-  const std::string dir = MakeTempDir();
+  const testing_util::TestDir tmp;
+  const std::string dir = tmp.dir();
   PrepOptions options;
   options.inputs = {dir + "/nope.txt"};
   options.out_dir = dir + "/out";
@@ -327,7 +327,8 @@ std::vector<std::string> CountingShards(const std::string& dir) {
 }
 
 TEST(WindowSamplerTest, WindowsAreDeterministicAndIndependentOfSplitting) {
-  const std::string dir = MakeTempDir();
+  const testing_util::TestDir tmp;
+  const std::string dir = tmp.dir();
   constexpr int64_t kSeqLen = 16, kRow = kSeqLen + 1;
   auto sampler = WindowSampler::Open(CountingShards(dir), kSeqLen, 1234);
   ASSERT_TRUE(sampler.ok()) << sampler.status();
@@ -360,7 +361,8 @@ TEST(WindowSamplerTest, WindowsAreDeterministicAndIndependentOfSplitting) {
 }
 
 TEST(WindowSamplerTest, WindowsAreContiguousAndSpanTheStream) {
-  const std::string dir = MakeTempDir();
+  const testing_util::TestDir tmp;
+  const std::string dir = tmp.dir();
   constexpr int64_t kSeqLen = 16, kRow = kSeqLen + 1, kSamples = 4000;
   auto sampler = WindowSampler::Open(CountingShards(dir), kSeqLen, 1);
   ASSERT_TRUE(sampler.ok()) << sampler.status();
@@ -383,7 +385,8 @@ TEST(WindowSamplerTest, WindowsAreContiguousAndSpanTheStream) {
 }
 
 TEST(WindowSamplerTest, EvalWindowsCoverTheStreamInOrder) {
-  const std::string dir = MakeTempDir();
+  const testing_util::TestDir tmp;
+  const std::string dir = tmp.dir();
   constexpr int64_t kSeqLen = 16, kRow = kSeqLen + 1;
   auto sampler = WindowSampler::Open(CountingShards(dir), kSeqLen, 1);
   ASSERT_TRUE(sampler.ok());
@@ -407,7 +410,8 @@ TEST(WindowSamplerTest, EvalWindowsCoverTheStreamInOrder) {
 }
 
 TEST(WindowSamplerTest, OpenErrorsNameTheShards) {
-  const std::string dir = MakeTempDir();
+  const testing_util::TestDir tmp;
+  const std::string dir = tmp.dir();
   ASSERT_TRUE(WriteShard(dir + "/small.bin", std::vector<int32_t>(16, 1)).ok());
   auto too_small = WindowSampler::Open({dir + "/small.bin"}, 16, 0);
   ASSERT_FALSE(too_small.ok());

@@ -22,6 +22,7 @@
 #include "kernels/lowbit.h"
 #include "kernels/safetensors.h"
 #include "kernels/ternary.h"
+#include "test_dir.h"
 
 namespace qat::kernels {
 namespace {
@@ -29,14 +30,6 @@ namespace {
 #define EXPECT_CONTAINS(text, part)                          \
   EXPECT_NE(std::string(text).find(part), std::string::npos) \
       << "\"" << std::string(text) << "\" does not contain \"" << (part) << "\""
-
-std::string MakeTempDir() {
-  std::string pattern = ::testing::TempDir() + "/gguf_test_XXXXXX";
-  std::vector<char> buf(pattern.begin(), pattern.end());
-  buf.push_back('\0');
-  EXPECT_NE(mkdtemp(buf.data()), nullptr);
-  return std::string(buf.data());
-}
 
 float Bits(uint32_t u) {
   float f;
@@ -608,7 +601,8 @@ TEST(GgufWriterTest, RejectsBadInput) {
 }
 
 TEST(GgufWriterTest, WritesAtomicallyToDisk) {
-  const std::string dir = MakeTempDir();
+  const testing_util::TestDir tmp;
+  const std::string dir = tmp.dir();
   GgufWriter w = WriterWithEveryValueType();
   ASSERT_TRUE(w.AddTensor("x", GgmlType::kF16, {4}, std::string(8, '\3')).ok());
   ASSERT_TRUE(w.Write(dir + "/a.gguf").ok());
@@ -1160,8 +1154,8 @@ void ExpectTensor(const GgufFile& f, const std::string& name, GgmlType type,
 
 class ConvertTest : public ::testing::Test {
  protected:
-  void SetUp() override { dir_ = MakeTempDir(); }
-  std::string dir_;
+  const testing_util::TestDir tmp_;  // this test's own directory
+  const std::string dir_ = tmp_.dir();
 };
 
 TEST_F(ConvertTest, TinyModelConvertsExactly) {

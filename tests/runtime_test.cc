@@ -19,6 +19,7 @@
 #include "kernels/lowbit.h"
 #include "kernels/safetensors.h"
 #include "kernels/ternary.h"
+#include "test_dir.h"
 
 namespace qat::kernels {
 namespace {
@@ -77,13 +78,13 @@ struct TinyModel {
     tensors.push_back({name, DType::kF32, std::move(shape),
                        std::string(reinterpret_cast<const char*>(v.data()), v.size() * 4)});
   }
-  // Writes the model under the test temp dir and returns the path.
+  // Writes the model into the running test's directory and returns the path.
   std::string Write(const std::string& stem) const {
     SafetensorsWriter writer;
     for (const auto& [key, value] : metadata) writer.SetMetadata(key, value);
     for (const Tensor& t : tensors)
       writer.Add(t.name, t.dtype, t.shape, t.bytes.data(), t.bytes.size());
-    const std::string path = testing::TempDir() + "runtime_test_" + stem + ".safetensors";
+    const std::string path = testing_util::CurrentTestDir().path(stem + ".safetensors");
     EXPECT_TRUE(writer.Write(path).ok());
     return path;
   }
@@ -771,13 +772,13 @@ TEST(RuntimeTest, UnreadableFilesAreErrors) {
     writer.Add(t.name, t.dtype, t.shape, t.bytes.data(), t.bytes.size());
   }
   const std::string bytes = writer.Serialize();
-  const std::string path = testing::TempDir() + "runtime_test_truncated.safetensors";
+  const testing_util::TestDir tmp;
+  const std::string path = tmp.path("truncated.safetensors");
   for (size_t keep : {size_t{0}, size_t{5}, size_t{100}, bytes.size() / 2, bytes.size() - 1}) {
     ASSERT_TRUE(WriteFileAtomic(path, bytes.substr(0, keep)).ok());
     EXPECT_FALSE(PackedModel::Load(path, 1, BestIsa()).ok()) << "kept " << keep;
   }
-  EXPECT_FALSE(
-      PackedModel::Load(testing::TempDir() + "runtime_test_no_such_file", 1, BestIsa()).ok());
+  EXPECT_FALSE(PackedModel::Load(tmp.path("no_such_file"), 1, BestIsa()).ok());
 }
 
 // ---- the GPU runtime ----

@@ -13,6 +13,7 @@
 
 #include "kernels/json.h"
 #include "kernels/safetensors.h"
+#include "test_dir.h"
 
 namespace qat::kernels {
 namespace {
@@ -21,15 +22,6 @@ namespace {
 #define EXPECT_CONTAINS(text, part)                          \
   EXPECT_NE(std::string(text).find(part), std::string::npos) \
       << "\"" << std::string(text) << "\" does not contain \"" << (part) << "\""
-
-// A fresh directory per test.
-std::string MakeTempDir() {
-  std::string pattern = ::testing::TempDir() + "/safetensors_test_XXXXXX";
-  std::vector<char> buf(pattern.begin(), pattern.end());
-  buf.push_back('\0');
-  EXPECT_NE(mkdtemp(buf.data()), nullptr);
-  return std::string(buf.data());
-}
 
 // ---------------------------------------------------------------------------------------------
 // JSON
@@ -173,7 +165,8 @@ void AddVector(SafetensorsWriter* w, const std::string& name, DType dtype,
 }
 
 TEST(SafetensorsTest, WriteReadRoundTrip) {
-  const std::string dir = MakeTempDir();
+  const testing_util::TestDir tmp;
+  const std::string dir = tmp.dir();
   const std::string path = dir + "/model.safetensors";
   const std::vector<float> f32 = {1.5f, -2.0f, 3.25f, 0.0f, 1e-20f, -7.0f};
   const std::vector<uint16_t> f16 = {0x3C00, 0xC000, 0x7BFF};  // 1, -2, 65504
@@ -278,7 +271,8 @@ TEST(SafetensorsTest, SerializeParsesBack) {
 }
 
 TEST(SafetensorsTest, WriterRefusesInconsistentTensors) {
-  const std::string dir = MakeTempDir();
+  const testing_util::TestDir tmp;
+  const std::string dir = tmp.dir();
   const std::vector<float> v = {1, 2, 3};
   {
     SafetensorsWriter w;
@@ -397,10 +391,10 @@ std::string FileWithHeader(const std::string& header, size_t data_bytes) {
 }
 
 std::string ParseError(const std::string& bytes) {
-  auto f = SafetensorsFile::Parse(bytes, "/tmp/bad.safetensors");
+  auto f = SafetensorsFile::Parse(bytes, "some/dir/bad.safetensors");
   if (f.ok()) return "(parsed without error)";
   std::string message(f.status().message());
-  EXPECT_CONTAINS(message, "/tmp/bad.safetensors");
+  EXPECT_CONTAINS(message, "some/dir/bad.safetensors");
   return message;
 }
 
@@ -502,7 +496,8 @@ TEST(SafetensorsTest, SurvivesTruncationAndBitFlips) {
 // Files
 
 TEST(FileTest, WriteFileAtomicReplacesAndReadFileReadsBack) {
-  const std::string dir = MakeTempDir();
+  const testing_util::TestDir tmp;
+  const std::string dir = tmp.dir();
   const std::string path = dir + "/f.bin";
   ASSERT_TRUE(WriteFileAtomic(path, "first").ok());
   std::string big(300000, '\0');
@@ -519,7 +514,8 @@ TEST(FileTest, WriteFileAtomicReplacesAndReadFileReadsBack) {
 }
 
 TEST(FileTest, ErrorsNameThePathAndReason) {
-  const std::string dir = MakeTempDir();
+  const testing_util::TestDir tmp;
+  const std::string dir = tmp.dir();
   auto missing = ReadFile(dir + "/missing.bin");
   ASSERT_FALSE(missing.ok());
   EXPECT_CONTAINS(std::string(missing.status().message()), dir + "/missing.bin");

@@ -9,6 +9,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <memory>
+#include <string>
 
 #include "comm/process_group.h"
 #include "torch_test_util.h"
@@ -26,21 +28,34 @@ comm::ProcessGroup& World() {
   return *world;
 }
 
-// A directory shared by all ranks (rank 0's name), holding the tiny corpus.
-std::string SharedDir(const std::string& name) {
-  comm::ProcessGroup& w = World();
-  int64_t id = ::getpid();
-  EXPECT_TRUE(w.Broadcast(&id, sizeof id, 0).ok());
-  const std::string dir =
-      (fs::path(::testing::TempDir()) / ("qat_" + name + "_" + std::to_string(id))).string();
-  if (w.rank() == 0) {
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-    testing_util::WriteTinyCorpus(dir);
+// A directory shared by all ranks, holding the tiny corpus: rank 0 makes it (a TestDir, unique
+// per test and job) and broadcasts its path. It is removed when the object goes, once every rank
+// is done with it.
+class SharedDir {
+ public:
+  SharedDir() {
+    comm::ProcessGroup& w = World();
+    if (w.rank() == 0) {
+      owned_ = std::make_unique<testing_util::TestDir>();
+      dir_ = owned_->dir();
+      testing_util::WriteTinyCorpus(dir_);
+    }
+    int64_t size = static_cast<int64_t>(dir_.size());
+    EXPECT_TRUE(w.Broadcast(&size, sizeof size, 0).ok());
+    dir_.resize(size);
+    EXPECT_TRUE(w.Broadcast(dir_.data(), size, 0).ok());
+    EXPECT_TRUE(w.Barrier().ok());
   }
-  EXPECT_TRUE(w.Barrier().ok());
-  return dir;
-}
+  ~SharedDir() { EXPECT_TRUE(World().Barrier().ok()); }  // then rank 0's owned_ removes it
+  SharedDir(const SharedDir&) = delete;
+  SharedDir& operator=(const SharedDir&) = delete;
+
+  const std::string& dir() const { return dir_; }
+
+ private:
+  std::unique_ptr<testing_util::TestDir> owned_;
+  std::string dir_;
+};
 
 std::vector<double> StepLosses(const std::string& run_dir) {
   std::ifstream in(run_dir + "/metrics.jsonl");
@@ -94,7 +109,8 @@ class ShardingModes : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(ShardingModes, SameLossesAndWeightsAsOneRank) {
   comm::ProcessGroup& w = World();
-  const std::string dir = SharedDir("mode_" + GetParam());
+  const SharedDir shared;
+  const std::string& dir = shared.dir();
   Recipe r = BaseRecipe(dir);
   r.train.sharding = GetParam();
   r.run.dir = dir + "/ranks";
@@ -115,7 +131,8 @@ INSTANTIATE_TEST_SUITE_P(Modes, ShardingModes, ::testing::Values("ddp", "zero1",
 // beyond the cross-rank summation order compared here.
 TEST(Sharding, FsdpWithShardedTeacherAndSmoothness) {
   comm::ProcessGroup& w = World();
-  const std::string dir = SharedDir("fsdp_kd");
+  const SharedDir shared;
+  const std::string& dir = shared.dir();
   Recipe teacher = BaseRecipe(dir);
   teacher.quant.method = "none";
   teacher.train.steps = 3;
@@ -130,19 +147,27 @@ TEST(Sharding, FsdpWithShardedTeacherAndSmoothness) {
     r.smoothness.mode = mode;
     r.smoothness.estimator = "finite_diff";
     r.smoothness.lambda = 0.05;
+    // The estimator's fp32 rounding grows as 1/fd_step (its difference of two gradients is
+    // scaled by c ~ 1/h): about 1e-4 of the penalty gradient at fd_step 1e-3, and the sums
+    // another rank count takes in another order differ by that much. After 3 AdamW steps the
+    // weights differ by up to 3e-5 relative at 1e-3 (1.5e-4 at the default 1e-4), against 1e-6
+    // without the regularizer. This test is about sharding: it takes 1e-3 and allows 1e-4; the
+    // estimator's accuracy at the default is tested in smoothness_test.cc.
+    r.smoothness.fd_step = 1e-3;
     r.train.sharding = "fsdp";
     r.run.dir = dir + "/fsdp_" + mode;
     TrainResult many = Train(r, w).value();
     if (w.rank() == 0) {
       TrainResult ref = SoloRun(r, dir + "/solo_" + mode, "fsdp");
-      ExpectSameRun(many, ref, r.run.dir, dir + "/solo_" + mode, 1e-5);
+      ExpectSameRun(many, ref, r.run.dir, dir + "/solo_" + mode, 1e-4);
     }
     ASSERT_TRUE(w.Barrier().ok());
   }
 }
 
 TEST(Sharding, FsdpRejectsTheExactEstimator) {
-  const std::string dir = SharedDir("fsdp_exact");
+  const SharedDir shared;
+  const std::string& dir = shared.dir();
   Recipe r = BaseRecipe(dir);
   r.train.sharding = "fsdp";
   r.smoothness.mode = "grad_norm";
@@ -187,7 +212,8 @@ TEST(Sharding, OwnedMemoryPerMode) {
 // continues on N ranks (zero2): the continuations match the uninterrupted N-rank run.
 TEST(Sharding, ResumeAcrossWorldSizesAndModes) {
   comm::ProcessGroup& w = World();
-  const std::string dir = SharedDir("reshard");
+  const SharedDir shared;
+  const std::string& dir = shared.dir();
   Recipe r = BaseRecipe(dir);
   r.train.steps = 6;
   r.run.save_every = 3;
@@ -232,7 +258,8 @@ TEST(Sharding, ResumeAcrossWorldSizesAndModes) {
 // losses and final weights, with distillation and a learnable-scale (SEQ) ternary quantizer.
 TEST(Sharding, ResumeIsBitIdentical) {
   comm::ProcessGroup& w = World();
-  const std::string dir = SharedDir("bitexact");
+  const SharedDir shared;
+  const std::string& dir = shared.dir();
   Recipe teacher = BaseRecipe(dir);
   teacher.quant.method = "none";
   teacher.train.steps = 2;

@@ -17,6 +17,7 @@
 #include "kernels/gguf_export.h"
 #include "kernels/json.h"
 #include "kernels/safetensors.h"
+#include "test_dir.h"
 
 namespace qat::data {
 namespace {
@@ -27,14 +28,6 @@ namespace fs = std::filesystem;
 #define EXPECT_CONTAINS(text, part)                          \
   EXPECT_NE(std::string(text).find(part), std::string::npos) \
       << "\"" << std::string(text) << "\" does not contain \"" << (part) << "\""
-
-std::string MakeTempDir() {
-  std::string pattern = ::testing::TempDir() + "/tokenizer_test_XXXXXX";
-  std::vector<char> buf(pattern.begin(), pattern.end());
-  buf.push_back('\0');
-  EXPECT_NE(mkdtemp(buf.data()), nullptr);
-  return std::string(buf.data());
-}
 
 std::vector<std::string> Pieces(const std::string& text, BpeSplit split) {
   std::vector<std::string> out;
@@ -645,7 +638,8 @@ TEST(SentencePieceTest, MalformedModelsGetClearErrors) {
 // Loading by path, prep with a model tokenizer, shard layouts.
 
 TEST(TokenizerFilesTest, LoadsByPathAndPrepWritesShards) {
-  const std::string dir = MakeTempDir();
+  const testing_util::TestDir tmp;
+  const std::string dir = tmp.dir();
   ASSERT_TRUE(kernels::WriteFileAtomic(dir + "/tokenizer.json", BpeJson({})).ok());
   ASSERT_TRUE(kernels::WriteFileAtomic(dir + "/tokenizer_config.json", kBpeConfig).ok());
   absl::StatusOr<std::unique_ptr<Tokenizer>> t = LoadTokenizer(dir);
@@ -692,7 +686,8 @@ TEST(TokenizerFilesTest, LoadsByPathAndPrepWritesShards) {
 }
 
 TEST(TokenizerFilesTest, LargeVocabularyWritesUint32Shards) {
-  const std::string dir = MakeTempDir();
+  const testing_util::TestDir tmp;
+  const std::string dir = tmp.dir();
   std::string j = BpeJson({});
   // One more added token with an id past 65535: the vocabulary needs 32-bit ids.
   j.replace(j.find("\"added_tokens\":["), 16,
@@ -778,7 +773,8 @@ std::vector<std::string> Strings(const kernels::GgufValue& v) {
 }
 
 TEST(GgufTokenizerTest, BpeVocabularyMergesAndBiases) {
-  const std::string dir = MakeTempDir();
+  const testing_util::TestDir tmp;
+  const std::string dir = tmp.dir();
   const std::string packed = WritePacked(dir, 256, 257);
   auto bpe = MakeBpe();
   ASSERT_NE(bpe, nullptr);
@@ -845,7 +841,8 @@ TEST(GgufTokenizerTest, BpeVocabularyMergesAndBiases) {
 
 TEST(GgufTokenizerTest, SentencePieceScoresAndTypes) {
   if (!SentencePieceAvailable()) GTEST_SKIP() << "built without libsentencepiece";
-  const std::string dir = MakeTempDir();
+  const testing_util::TestDir tmp;
+  const std::string dir = tmp.dir();
   const std::string packed = WritePacked(dir, 1, 2);
   auto sp = LoadSentencePiece(SentencePieceModel(), "m.model");
   ASSERT_TRUE(sp.ok()) << sp.status();

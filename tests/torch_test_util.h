@@ -1,26 +1,25 @@
 // Helpers shared by the libtorch tests: temp directories, tiny recipes and corpora.
 #pragma once
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <filesystem>
 #include <string>
 
 #include "data/tokens.h"
+#include "test_dir.h"
 #include "trainer/checkpoint.h"
 #include "trainer/model.h"
 #include "trainer/recipe.h"
 
 namespace qat::testing_util {
 
-// A fresh empty directory under the test temp dir.
+// A fresh empty directory `name` inside the running test's own directory (test_dir.h), which
+// is removed when the test ends.
 inline std::string FreshDir(const std::string& name) {
-  std::filesystem::path p = std::filesystem::path(::testing::TempDir()) /
-                            ("qat_" + name + "_" + std::to_string(::getpid()));
+  const std::string p = CurrentTestDir().path(name);
   std::filesystem::remove_all(p);
   std::filesystem::create_directories(p);
-  return p.string();
+  return p;
 }
 
 inline trainer::ModelConfig TinyModel() {

@@ -18,16 +18,24 @@ namespace {
 // Per-tensor and per-channel scales of int2/int4 are written once per this many columns.
 constexpr int64_t kReplicatedGroup = 128;
 
-void AddF32(kernels::SafetensorsWriter& w, const std::string& name, const torch::Tensor& t) {
+// Returns the bytes of data written.
+int64_t AddF32(kernels::SafetensorsWriter& w, const std::string& name, const torch::Tensor& t) {
   torch::Tensor c = t.detach().to(torch::kCPU, torch::kFloat32).contiguous();
-  w.Add(name, kernels::DType::kF32, c.sizes().vec(), c.data_ptr<float>(),
-        c.numel() * sizeof(float));
+  const int64_t bytes = c.numel() * static_cast<int64_t>(sizeof(float));
+  w.Add(name, kernels::DType::kF32, c.sizes().vec(), c.data_ptr<float>(), bytes);
+  return bytes;
 }
 
-// Writes the storage of one fake-quantized linear `name` (see export.h) and returns the format
-// ("f32" when its values are stored dense).
-std::string AddQuantizedLinear(kernels::SafetensorsWriter& w, const std::string& name,
-                               const QuantizedWeight& q, const ExportOptions& options) {
+// The storage of one linear weight: its format ("f32" when its values are stored dense) and the
+// bytes of data written for NAME, NAME.scale and NAME.zero.
+struct LinearStorage {
+  std::string format;
+  int64_t bytes = 0;
+};
+
+// Writes the storage of one fake-quantized linear `name` (see export.h).
+LinearStorage AddQuantizedLinear(kernels::SafetensorsWriter& w, const std::string& name,
+                                 const QuantizedWeight& q, const ExportOptions& options) {
   const quant::QuantSpec& spec = q.quantizer->spec();
   if (spec.int8_activations) w.SetMetadata("qat.act." + name, "int8");
   const torch::Tensor weight = q.weight.detach().to(torch::kCPU, torch::kFloat32);
@@ -54,14 +62,13 @@ std::string AddQuantizedLinear(kernels::SafetensorsWriter& w, const std::string&
       kernels::PackTernary(trits.data_ptr<int8_t>(), rows, cols, packed.data());
     }
     w.Add(name, kernels::DType::kU8, {rows, row_bytes}, packed.data(), packed.size());
-    AddF32(w, name + ".scale", s);
+    const int64_t scale_bytes = AddF32(w, name + ".scale", s);
     const std::string format = three ? "ternary3" : "ternary2";
     w.SetMetadata("qat.quant." + name, format);
-    return format;
+    return {format, static_cast<int64_t>(packed.size()) + scale_bytes};
   }
   if (parts.levels > 16) {
-    AddF32(w, name, parts.Dequantize());  // int8: the quantized values, dense
-    return "f32";
+    return {"f32", AddF32(w, name, parts.Dequantize())};  // int8: the quantized values, dense
   }
   const int bits = parts.levels <= 4 ? 2 : 4;
   const int64_t group = scale_groups > 1 ? cols / scale_groups : kReplicatedGroup;
@@ -75,12 +82,13 @@ std::string AddQuantizedLinear(kernels::SafetensorsWriter& w, const std::string&
   kernels::PackIntK(codes.data_ptr<uint8_t>(), rows, cols, bits, packed.data());
   w.Add(name, kernels::DType::kU8, {rows, kernels::IntKRowBytes(bits, cols)}, packed.data(),
         packed.size());
-  AddF32(w, name + ".scale", s.reshape({-1}));
-  AddF32(w, name + ".zero", z.reshape({-1}));
+  int64_t bytes = static_cast<int64_t>(packed.size());
+  bytes += AddF32(w, name + ".scale", s.reshape({-1}));
+  bytes += AddF32(w, name + ".zero", z.reshape({-1}));
   const std::string format = bits == 2 ? "int2" : "int4";
   w.SetMetadata("qat.quant." + name, format);
   w.SetMetadata("qat.group." + name, absl::StrCat(group));
-  return format;
+  return {format, bytes};
 }
 
 }  // namespace
@@ -149,13 +157,18 @@ absl::StatusOr<ExportReport> ExportPacked(const std::string& checkpoint,
         version2 = true;
       }
       auto q = quantized.find(name);
-      std::string format = "f32";
+      LinearStorage stored;
       if (q == quantized.end()) {
-        AddF32(w, name, linear->weight);
+        stored = {"f32", AddF32(w, name, linear->weight)};
       } else {
-        format = AddQuantizedLinear(w, name, q->second, options);
-        version2 |= format != "ternary2" || q->second.quantizer->spec().int8_activations;
+        stored = AddQuantizedLinear(w, name, q->second, options);
+        version2 |= stored.format != "ternary2" || q->second.quantizer->spec().int8_activations;
+        report.quantized_linear_weights += linear->weight.numel();
+        report.quantized_linear_bits += 8 * stored.bytes;
       }
+      report.linear_weights += linear->weight.numel();
+      report.linear_bits += 8 * stored.bytes;
+      const std::string& format = stored.format;
       ++report.linears_by_format[format];
       if (format == "f32") {
         ++report.dense_tensors;

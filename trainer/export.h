@@ -38,6 +38,22 @@ struct ExportReport {
   std::map<std::string, int64_t> linears_by_format;  // "ternary2", "int4", "f32", ...
   int64_t file_bytes = 0;
   int64_t fp32_bytes = 0;  // what the same model takes as plain fp32
+  // Storage of the block linears' weights, counted from the bytes written for them: the tensors
+  // NAME, NAME.scale and NAME.zero (packed codes + fp32 scales and zero points, or dense F32;
+  // biases are not counted). `qat plan` (ptq/plan.h) predicts exactly these numbers.
+  int64_t linear_weights = 0;            // weights of every block linear
+  int64_t linear_bits = 0;               // their storage, in bits
+  int64_t quantized_linear_weights = 0;  // the same over the block linears with a quantizer
+  int64_t quantized_linear_bits = 0;
+  // Bits per weight of the block linears (all of them / the quantized ones); 0 when none.
+  double LinearBitsPerWeight() const {
+    return linear_weights > 0 ? double(linear_bits) / double(linear_weights) : 0.0;
+  }
+  double QuantizedBitsPerWeight() const {
+    return quantized_linear_weights > 0
+               ? double(quantized_linear_bits) / double(quantized_linear_weights)
+               : 0.0;
+  }
 };
 
 absl::StatusOr<ExportReport> ExportPacked(const std::string& checkpoint,

@@ -19,7 +19,7 @@ QLinearImpl::QLinearImpl(int64_t in, int64_t out, std::shared_ptr<quant::WeightQ
 void QLinearImpl::SetQuantizer(std::shared_ptr<quant::WeightQuantizer> quantizer) {
   TORCH_CHECK(!weight_scale.defined(), "QLinear: the quantizer is set once");
   quantizer_ = std::move(quantizer);
-  if (!quantizer_ || !quantizer_->spec().learnable()) return;
+  if (!quantizer_ || !quantizer_->spec().stored_scale()) return;
   weight_scale = register_parameter(
       "weight_scale", torch::ones(quantizer_->ScaleShape(weight.size(0), weight.size(1))));
 }
@@ -32,6 +32,7 @@ torch::Tensor QLinearImpl::forward(const torch::Tensor& input) {
   const torch::Tensor x = quantizer_ && quantizer_->spec().int8_activations
                               ? quant::FakeQuantActivationsInt8(input)
                               : input;
+  if (input_observer) input_observer(input, x);
   torch::Tensor y =
       !compute_dtype_ || *compute_dtype_ == x.scalar_type()
           ? torch::matmul(x, effective_weight().t())
@@ -195,7 +196,7 @@ CausalLMImpl::CausalLMImpl(const ModelConfig& c, const QuantConfig& quant)
   }
   if (auto it = plan->find("model.embed_tokens.weight"); it != plan->end()) {
     embed_quantizer_ = it->second;
-    if (embed_quantizer_->spec().learnable()) {
+    if (embed_quantizer_->spec().stored_scale()) {
       embed_scale_ = model->embed_tokens->register_parameter(
           "weight_scale", torch::ones(embed_quantizer_->ScaleShape(c.vocab_size, c.hidden_size)));
     }
@@ -250,6 +251,13 @@ torch::Tensor CausalLMImpl::ForwardFromEmbeddings(const torch::Tensor& embedding
   }
   return torch::matmul(h.to(*compute_dtype_), LmHeadWeight().to(*compute_dtype_).t())
       .to(h.scalar_type());
+}
+
+torch::Tensor CausalLMImpl::ForwardBlock(int64_t layer, const torch::Tensor& x) {
+  const int64_t T = x.size(1);
+  torch::Tensor cos = rope_cos_.narrow(0, 0, T).to(x.scalar_type());
+  torch::Tensor sin = rope_sin_.narrow(0, 0, T).to(x.scalar_type());
+  return model->layers[layer]->as<DecoderLayer>()->forward(x, cos, sin);
 }
 
 torch::Tensor CausalLMImpl::forward(const torch::Tensor& tokens) {

@@ -45,7 +45,11 @@ class QLinearImpl : public torch::nn::Module {
   void set_compute_dtype(std::optional<torch::Dtype> dtype) { compute_dtype_ = dtype; }
   torch::Tensor weight;
   torch::Tensor bias;  // [out]; undefined when the layer has none
-  torch::Tensor weight_scale;  // the learned quantizer scale; undefined unless there is one
+  torch::Tensor weight_scale;  // the stored quantizer scale; undefined unless there is one
+  // When set, forward calls it with the layer's input and with the input it multiplies (the
+  // same tensor unless int8 activations): post-training quantization (ptq/) collects its
+  // calibration statistics through it.
+  std::function<void(const torch::Tensor& input, const torch::Tensor& multiplied)> input_observer;
 
  private:
   std::shared_ptr<quant::WeightQuantizer> quantizer_;
@@ -135,6 +139,9 @@ class CausalLMImpl : public torch::nn::Module {
   // the smoothness regularizer at block inputs).
   torch::Tensor ForwardFromEmbeddings(const torch::Tensor& embeddings, BlockTrace* trace = nullptr,
                                       const std::vector<torch::Tensor>* input_offsets = nullptr);
+  // Block `layer` alone, on its input x [B, T, hidden] (post-training quantization runs the
+  // model one block at a time).
+  torch::Tensor ForwardBlock(int64_t layer, const torch::Tensor& x);
   // The embedding / LM-head weights as the forward pass uses them.
   torch::Tensor EmbeddingWeight();
   torch::Tensor LmHeadWeight();

@@ -130,14 +130,17 @@ MicroBatchResult BackwardAtBlockInputs(CausalLM& model, CausalLM* teacher,
   out.penalty = B * v2 / N;
   torch::Tensor total = loss;
   if (c != 0.0) {
-    std::vector<torch::Tensor> offsets;
-    for (const torch::Tensor& vl : v) offsets.push_back(vl * (h / vnorm));
-    torch::Tensor x = model->Embed(inputs);
-    torch::Tensor perturbed =
-        match ? quant::CrossEntropyLoss(model->ForwardFromEmbeddings(x, nullptr, &offsets), targets)
-              : StudentLoss(model, x, targets, teacher_out, recipe.distill, nullptr, nullptr,
-                            &offsets);
-    total = total - c * penalized + c * perturbed;
+    // Central difference: (c/2) (L'(offsets +h v/||v||) - L'(offsets -h v/||v||)).
+    auto perturbed_loss = [&](double sign) {
+      std::vector<torch::Tensor> offsets;
+      for (const torch::Tensor& vl : v) offsets.push_back(vl * (sign * h / vnorm));
+      torch::Tensor x = model->Embed(inputs);
+      return match ? quant::CrossEntropyLoss(model->ForwardFromEmbeddings(x, nullptr, &offsets),
+                                             targets)
+                   : StudentLoss(model, x, targets, teacher_out, recipe.distill, nullptr, nullptr,
+                                 &offsets);
+    };
+    total = total + (0.5 * c) * (perturbed_loss(1.0) - perturbed_loss(-1.0));
   }
   final_pass();
   (total * weight).backward();
@@ -214,84 +217,36 @@ MicroBatchResult BackwardMicroBatch(CausalLM& model, CausalLM* teacher, const to
     return out;
   }
 
-  // finite_diff: one pass at x (with -c dL'/dtheta folded in), one at x + h u (weight +c).
-  std::vector<torch::Tensor> params = model->parameters();
-  torch::Tensor v, penalized;
+  // finite_diff (objective.h): the plain pass at x first, which also gives v; then one pass
+  // over the central difference (c/2) (L'(x + h u) - L'(x - h u)). Nothing is rescaled after a
+  // pass, so the passes add up the same way when gradients leave the model after each (FSDP).
+  torch::Tensor v;
   if (match) {
-    penalized = quant::CrossEntropyLoss(logits, targets);
+    torch::Tensor penalized = quant::CrossEntropyLoss(logits, targets);
     torch::Tensor g = torch::autograd::grad({penalized}, {x}, {}, /*retain_graph=*/true)[0];
     out.input_grad_norm = SequenceGradNorm(g);
     v = (g - teacher_grad).detach();
-  } else if (hooks.gradients_leave_each_pass) {
-    // dL/dx alone first (no parameter gradients), then both terms in one pass:
-    // weight * ((1 - c) L(x) + c L(x + h u)).
-    torch::Tensor g = torch::autograd::grad({loss}, {x}, {}, /*retain_graph=*/true)[0];
-    v = g.detach();
-    out.input_grad_norm = SequenceGradNorm(v);
-    const double vnorm = v.norm().item<double>();
-    const double h = sm.fd_step * x.detach().norm().item<double>();
-    const double c = vnorm > 0 ? 2.0 * lambda * B * vnorm / h : 0.0;
-    out.penalty = B * vnorm * vnorm;
-    torch::Tensor total = (1.0 - c) * loss;
-    if (c != 0.0) {
-      torch::Tensor x2 = model->Embed(inputs) + h * (v / vnorm);
-      total = total + c * StudentLoss(model, x2, targets, teacher_out, recipe.distill);
-    }
-    final_pass();
-    (total * weight).backward();
-    return out;
+    (loss * weight).backward();
   } else {
-    // The plain backward also yields dL/dx; its -c share is taken out of this micro batch's
-    // contribution afterwards (earlier micro batches' gradients are kept aside).
-    std::vector<torch::Tensor> before;
-    for (const torch::Tensor& p : params) {
-      before.push_back(p.grad().defined() ? p.grad().clone() : torch::Tensor());
-    }
     x.retain_grad();
     (loss * weight).backward();
     v = (x.grad() / weight).detach();
     out.input_grad_norm = SequenceGradNorm(v);
-    const double vnorm = v.norm().item<double>();
-    const double h = sm.fd_step * x.detach().norm().item<double>();
-    const double c = vnorm > 0 ? 2.0 * lambda * B * vnorm / h : 0.0;
-    out.penalty = B * vnorm * vnorm;
-    {
-      torch::NoGradGuard no_grad;
-      for (size_t i = 0; i < params.size(); ++i) {
-        torch::Tensor grad = params[i].grad();
-        if (!grad.defined()) continue;
-        // grad = before + (1 - c) * (grad - before)
-        grad.mul_(1.0 - c);
-        if (before[i].defined()) grad.add_(before[i], c);
-      }
-    }
-    if (c == 0.0) return out;
-    torch::Tensor x2 = model->Embed(inputs) + h * (v / vnorm);
-    torch::Tensor loss2 = StudentLoss(model, x2, targets, teacher_out, recipe.distill);
-    final_pass();
-    (loss2 * (c * weight)).backward();
-    return out;
   }
-  // grad_match: c known before the first backward.
   const double vnorm = v.norm().item<double>();
   const double h = sm.fd_step * x.detach().norm().item<double>();
   const double c = vnorm > 0 ? 2.0 * lambda * B * vnorm / h : 0.0;
   out.penalty = B * vnorm * vnorm;
-  if (hooks.gradients_leave_each_pass && c != 0.0) {
-    // One pass for both terms, so that the large +-c parts cancel before the gradients leave.
-    torch::Tensor x2 = model->Embed(inputs) + h * (v / vnorm);
-    torch::Tensor ce2 = quant::CrossEntropyLoss(model->ForwardFromEmbeddings(x2), targets);
-    final_pass();
-    ((loss - c * penalized + c * ce2) * weight).backward();
-    return out;
-  }
-  if (c == 0.0) final_pass();
-  ((loss - c * penalized) * weight).backward();
-  if (c == 0.0) return out;
-  torch::Tensor x2 = model->Embed(inputs) + h * (v / vnorm);
-  torch::Tensor ce2 = quant::CrossEntropyLoss(model->ForwardFromEmbeddings(x2), targets);
+  if (c == 0.0) return out;  // no penalty gradient (the buckets are then reduced after the step)
+  const torch::Tensor step = v * (h / vnorm);
+  auto perturbed_loss = [&](const torch::Tensor& offset) {
+    torch::Tensor xs = model->Embed(inputs) + offset;
+    return match ? quant::CrossEntropyLoss(model->ForwardFromEmbeddings(xs), targets)
+                 : StudentLoss(model, xs, targets, teacher_out, recipe.distill);
+  };
+  torch::Tensor difference = perturbed_loss(step) - perturbed_loss(-step);
   final_pass();
-  (ce2 * (c * weight)).backward();
+  (difference * (0.5 * c * weight)).backward();
   return out;
 }
 

@@ -79,9 +79,10 @@ std::vector<Field> Schema(Recipe* r) {
        "one scale per tensor, per output row, or per group_size input columns of a row"},
       {"quant.group_size", &r->quant.group_size, 1, 1e9, {},
        "per_group: 32, 64 or 128 columns (must divide every quantized layer's input size)"},
-      {"quant.scale", &r->quant.scale, -kInf, kInf, {"none", "lsq", "seq"},
+      {"quant.scale", &r->quant.scale, -kInf, kInf, {"none", "lsq", "seq", "fixed"},
        "none: from the weights each step; lsq (binary, int 3-4 bit) or seq (ternary, int 2-bit): "
-       "learned parameters NAME.weight_scale"},
+       "learned parameters NAME.weight_scale; fixed: scales and zero points stored in "
+       "NAME.weight_scale and never trained (written by qat quantize)"},
       {"quant.activations", &r->quant.activations, -kInf, kInf, {"none", "int8"},
        "int8: per-token absmax int8 inputs of every quantized block linear (W1.58A8)"},
       {"quant.embeddings", &r->quant.embeddings, -kInf, kInf, {}, "quantize the embedding too"},

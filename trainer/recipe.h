@@ -63,7 +63,7 @@ struct QuantConfig {
   bool symmetric = true;           // int: false = min/max with a float zero point
   std::string granularity = "per_tensor";  // per_tensor | per_channel | per_group
   int64_t group_size = 128;        // per_group: 32, 64 or 128 columns
-  std::string scale = "none";      // none (from the weights) | lsq | seq (learned parameters)
+  std::string scale = "none";  // none (from the weights) | lsq | seq (learned) | fixed (stored)
   std::string activations = "none";  // none | int8 (per token, into each quantized block linear)
   bool embeddings = false;  // quantize the token embedding too
   bool lm_head = false;     // quantize the LM head too
@@ -130,7 +130,7 @@ struct SmoothnessConfig {
   int64_t lambda_warmup_steps = 0;  // lambda ramps linearly from 0 over these steps
   int64_t every_n_steps = 1;        // regularize one step in N
   std::string at = "embeddings";    // where x is taken: embeddings | block_inputs (objective.h)
-  double fd_step = 1e-3;            // finite_diff: h as a fraction of ||x||
+  double fd_step = 1e-4;            // finite_diff: h as a fraction of ||x|| (objective.h)
 };
 
 struct EvalConfig {

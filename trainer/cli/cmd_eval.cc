@@ -1,8 +1,10 @@
-// qat eval: perplexity on validation windows, speed, and a generated sample, for a packed model
-// (our kernels, no libtorch matmuls) or a libtorch checkpoint (fake-quantized as in training).
+// qat eval: perplexity on validation windows, speed, a generated sample, and zero-shot
+// multiple-choice accuracy (--tasks, trainer/tasks.h), for a packed model (our kernels, no
+// libtorch matmuls) or a libtorch checkpoint (fake-quantized as in training).
 #include <torch/torch.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <optional>
@@ -13,6 +15,7 @@
 #include "trainer/cli/commands.h"
 #include "trainer/cli/flags.h"
 #include "trainer/evaluate.h"
+#include "trainer/tasks.h"
 #include "trainer/train.h"
 
 namespace qat::cli {
@@ -102,12 +105,32 @@ absl::StatusOr<std::unique_ptr<data::Tokenizer>> PackedTokenizer(const std::stri
   return data::TokenizerFromMetadata(file->metadata(), path);
 }
 
+// A number for JSON: NaN (a standard error of fewer than 2 examples) as null.
+std::string JsonNumber(double v) { return std::isfinite(v) ? absl::StrFormat("%.9g", v) : "null"; }
+
+std::string StderrText(double v) { return std::isfinite(v) ? absl::StrFormat("%.4f", v) : "n/a"; }
+
+// Scores the examples with `logprobs` and the model's max_seq_len.
+absl::StatusOr<trainer::TasksResult> RunTasks(const std::vector<trainer::TaskExample>& examples,
+                                              const data::Tokenizer& tokenizer, int64_t vocab,
+                                              int64_t max_seq_len,
+                                              const trainer::TokenLogProbs& logprobs) {
+  if (tokenizer.vocab_size() > vocab) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--tasks: the ", tokenizer.kind(), " tokenizer has ", tokenizer.vocab_size(),
+        " tokens, the model only ", vocab, " (is it the model's tokenizer?)"));
+  }
+  return trainer::ScoreTasks(examples, tokenizer, max_seq_len, logprobs);
+}
+
 }  // namespace
 
 int EvalMain(int argc, char** argv) {
   constexpr char kUsage[] =
       "qat eval (--model PACKED.safetensors | --ckpt CHECKPOINT_OR_RUN_DIR) [--data VAL.bin]... "
-      "[options]";
+      "[--tasks TASKS.jsonl] [options]\n"
+      "With --tasks, only the multiple-choice tasks are scored unless --data, --max-new-tokens "
+      "or --speed-tokens ask for more.";
   Args args;
   int code = 0;
   if (!ParseCommand(
@@ -115,6 +138,10 @@ int EvalMain(int argc, char** argv) {
           {{"model", true, false, "packed model file (runs on qat kernels)"},
            {"ckpt", true, false, "checkpoint or run directory (runs in libtorch)"},
            {"data", true, true, "validation shard(s); default for --ckpt: its recipe's data.val"},
+           {"tasks", true, false,
+            "zero-shot multiple-choice tasks, JSON Lines (format: trainer/tasks.h; e.g. "
+            "recipes/tasks/fortunes-smoke.jsonl): acc and acc_norm per task, as "
+            "lm-evaluation-harness scores them"},
            {"seq-len", true, false, "tokens per window (default: the recipe's, else 128)"},
            {"windows", true, false, "windows scored (default 64)"},
            {"prompt", true, false, "prompt of the generated sample (default 'The ')"},
@@ -138,10 +165,20 @@ int EvalMain(int argc, char** argv) {
     return code;
   }
   if (args.Has("model") == args.Has("ckpt")) return Fail("eval", "give exactly one of --model, --ckpt");
-  absl::StatusOr<int64_t> windows = args.GetInt("windows", 64), new_tokens = args.GetInt("max-new-tokens", 64),
+  // With --tasks, the other measurements run only when asked for. The file is read first, so
+  // that its errors come before a model is loaded.
+  const bool with_tasks = args.Has("tasks");
+  std::vector<trainer::TaskExample> task_examples;
+  if (with_tasks) {
+    absl::StatusOr<std::vector<trainer::TaskExample>> ex = trainer::ReadTaskFile(args.Get("tasks"));
+    if (!ex.ok()) return Fail("eval", std::string(ex.status().message()));
+    task_examples = *std::move(ex);
+  }
+  absl::StatusOr<int64_t> windows = args.GetInt("windows", 64),
+                          new_tokens = args.GetInt("max-new-tokens", with_tasks ? 0 : 64),
                           top_k = args.GetInt("top-k", 40), seed = args.GetInt("seed", 1),
                           threads = args.GetInt("threads", 0), seq_len_flag = args.GetInt("seq-len", 0),
-                          speed_tokens = args.GetInt("speed-tokens", 128);
+                          speed_tokens = args.GetInt("speed-tokens", with_tasks ? 0 : 128);
   absl::StatusOr<double> temperature = args.GetDouble("temperature", 0.8);
   for (const absl::Status& s : {windows.status(), new_tokens.status(), top_k.status(), seed.status(),
                                 threads.status(), seq_len_flag.status(), temperature.status(),
@@ -160,6 +197,7 @@ int EvalMain(int argc, char** argv) {
   std::optional<trainer::TeacherComparison> cmp;
   std::unique_ptr<data::Tokenizer> tokenizer;  // decodes the sample (set below)
   std::optional<Speed> speed;
+  std::optional<trainer::TasksResult> tasks;
   if (args.Has("device") && !args.Has("model")) {
     return Fail("eval", "--device applies to packed models (--model); checkpoints run in libtorch");
   }
@@ -178,7 +216,7 @@ int EvalMain(int argc, char** argv) {
     tokenizer = *std::move(tok);
     kind = absl::StrCat("checkpoint (libtorch, quant ", loaded->recipe.quant.method, ")");
     source = loaded->checkpoint;
-    if (data.empty()) data = loaded->recipe.data.val;
+    if (data.empty() && (!with_tasks || args.Has("metrics"))) data = loaded->recipe.data.val;
     if (seq_len == 0) seq_len = loaded->recipe.data.seq_len;
     if (!data.empty()) {
       absl::StatusOr<data::WindowSampler> val = data::WindowSampler::Open(data, seq_len, 0);
@@ -196,6 +234,13 @@ int EvalMain(int argc, char** argv) {
         if (!c.ok()) return Fail("eval", std::string(c.status().message()));
         cmp = *c;
       }
+    }
+    if (with_tasks) {
+      absl::StatusOr<trainer::TasksResult> t = RunTasks(
+          task_examples, *tokenizer, loaded->model->config().vocab_size,
+          loaded->model->config().max_seq_len, trainer::TorchLogProbs(loaded->model));
+      if (!t.ok()) return Fail("eval", std::string(t.status().message()));
+      tasks = *std::move(t);
     }
     if (sampling.max_new_tokens > 0) {
       sampling.tokenizer = tokenizer.get();
@@ -233,6 +278,13 @@ int EvalMain(int argc, char** argv) {
       ev = *r;
       have_eval = true;
     }
+    if (with_tasks) {
+      absl::StatusOr<trainer::TasksResult> t =
+          RunTasks(task_examples, *tokenizer, (*model)->config().vocab_size,
+                   (*model)->config().max_seq_len, trainer::PackedLogProbs(**model));
+      if (!t.ok()) return Fail("eval", std::string(t.status().message()));
+      tasks = *std::move(t);
+    }
     if (sampling.max_new_tokens > 0) {
       sampling.tokenizer = tokenizer.get();
       absl::StatusOr<trainer::Generation> g = trainer::GeneratePacked(**model, prompt, sampling);
@@ -268,6 +320,21 @@ int EvalMain(int argc, char** argv) {
                 speed->prefill_tokens_per_s, (long long)speed->prefill_tokens,
                 speed->decode_tokens_per_s, (long long)speed->decode_tokens);
   }
+  if (tasks) {
+    int64_t choices = 0;
+    for (const trainer::ExampleScore& e : tasks->examples) choices += int64_t(e.loglik.size());
+    std::printf("  tasks: %s (%lld examples, %lld choices, %lld truncated on the left), %.1f s\n"
+                "    %-24s %6s %8s %8s %9s %8s\n",
+                args.Get("tasks").c_str(), (long long)tasks->overall.n, (long long)choices,
+                (long long)tasks->truncated, tasks->seconds, "task", "n", "acc", "stderr",
+                "acc_norm", "stderr");
+    std::vector<trainer::TaskAccuracy> rows = tasks->tasks;
+    if (rows.size() > 1) rows.push_back(tasks->overall);
+    for (const trainer::TaskAccuracy& a : rows) {
+      std::printf("    %-24s %6lld %8.4f %8s %9.4f %8s\n", a.task.c_str(), (long long)a.n, a.acc,
+                  StderrText(a.acc_stderr).c_str(), a.acc_norm, StderrText(a.acc_norm_stderr).c_str());
+    }
+  }
   if (sampling.max_new_tokens > 0) {
     std::printf("  decode %.1f tokens/s (%lld tokens)\n  sample: %s\n", gen.decode_tokens_per_s,
                 (long long)gen.new_tokens, JsonString(gen.text).c_str());
@@ -295,6 +362,21 @@ int EvalMain(int argc, char** argv) {
                             "\"speed_decode_tokens_per_s\": %.6g, \"speed_decode_tokens\": %d",
                             speed->prefill_tokens_per_s, speed->prefill_tokens,
                             speed->decode_tokens_per_s, speed->decode_tokens);
+    }
+    if (tasks) {
+      auto accuracy = [](const trainer::TaskAccuracy& a) {
+        return absl::StrCat("{\"task\": ", JsonString(a.task), ", \"n\": ", a.n,
+                            ", \"acc\": ", JsonNumber(a.acc), ", \"acc_stderr\": ",
+                            JsonNumber(a.acc_stderr), ", \"acc_norm\": ", JsonNumber(a.acc_norm),
+                            ", \"acc_norm_stderr\": ", JsonNumber(a.acc_norm_stderr), "}");
+      };
+      absl::StrAppend(&j, ", \"tasks\": {\"file\": ", JsonString(args.Get("tasks")),
+                      ", \"truncated\": ", tasks->truncated, ", \"overall\": ",
+                      accuracy(tasks->overall), ", \"per_task\": [");
+      for (size_t i = 0; i < tasks->tasks.size(); ++i) {
+        absl::StrAppend(&j, i ? ", " : "", accuracy(tasks->tasks[i]));
+      }
+      absl::StrAppend(&j, "]}");
     }
     absl::StrAppendFormat(&j, ", \"decode_tokens_per_s\": %.6g, \"new_tokens\": %d, \"sample\": %s}\n",
                           gen.decode_tokens_per_s, gen.new_tokens, JsonString(gen.text));

@@ -117,6 +117,15 @@ int ExportMain(int argc, char** argv) {
                 "(fp32 model: %.2f MB)\n",
                 r->checkpoint.c_str(), out.c_str(), linears.c_str(), (long long)r->packed_weights,
                 (long long)r->dense_tensors, r->file_bytes / 1e6, r->fp32_bytes / 1e6);
+    std::printf("export: block linears: %lld bits for %lld weights = %.4f bits/weight "
+                "(packed codes + fp32 scales and zero points as written)",
+                (long long)r->linear_bits, (long long)r->linear_weights, r->LinearBitsPerWeight());
+    if (r->quantized_linear_weights != r->linear_weights) {
+      std::printf("; the quantized ones: %lld bits for %lld weights = %.4f bits/weight",
+                  (long long)r->quantized_linear_bits, (long long)r->quantized_linear_weights,
+                  r->QuantizedBitsPerWeight());
+    }
+    std::printf("\n");
     if (r->dense_quantized > 0) {
       std::printf("export: %lld int8-quantized linears stored as their dequantized fp32 values "
                   "(there is no packed 8-bit weight format)\n",

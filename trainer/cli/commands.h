@@ -12,6 +12,8 @@ int BenchTrainMain(int argc, char** argv);  // qat bench train (argv[1] = "train
 int BenchInteropMain(int argc, char** argv);  // qat bench interop (cmd_bench_interop.cc)
 int RecipeMain(int argc, char** argv);  // qat recipe check|show|schema
 int CkptMain(int argc, char** argv);    // qat ckpt inspect
+int QuantizeMain(int argc, char** argv);  // qat quantize (post-training quantization)
+int PlanMain(int argc, char** argv);      // qat plan (per-layer bit allocation, cmd_plan.cc)
 
 // Prints "qat <command>: error: <message>" to stderr and returns 1.
 int Fail(const char* command, const std::string& message);

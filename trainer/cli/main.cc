@@ -130,6 +130,8 @@ constexpr char kUsage[] =
     "  bench    kernels: packed low-bit vs dense; comm: bus bandwidth; train RECIPE: step speed\n"
     "  recipe   check | show | schema: validate and print recipes\n"
     "  ckpt     inspect: a checkpoint's step, loss, recipe hash, files and checksums\n"
+    "  quantize post-training quantization (rtn, gptq, smoothness-preserving gptq) -> checkpoint\n"
+    "  plan     per-layer formats under an EAR target or a bit budget -> recipe fragment\n"
     "Run 'qat <command> --help' for its flags.\n";
 }  // namespace
 
@@ -149,6 +151,8 @@ int main(int argc, char** argv) {
   if (cmd == "bench") return qat::cli::BenchMain(argc, argv);
   if (cmd == "recipe") return qat::cli::RecipeMain(argc, argv);
   if (cmd == "ckpt") return qat::cli::CkptMain(argc, argv);
+  if (cmd == "quantize") return qat::cli::QuantizeMain(argc, argv);
+  if (cmd == "plan") return qat::cli::PlanMain(argc, argv);
   std::fprintf(stderr, "qat: unknown command '%s'\n%s", cmd.c_str(), kUsage);
   return 2;
 }
