@@ -358,16 +358,7 @@ absl::StatusOr<PlanResult> PlanBits(trainer::CausalLM& teacher, const torch::Ten
   // The block linears, in model order.
   std::vector<Linear> linears;
   for (int64_t i = 0; i < c.num_layers; ++i) {
-    auto layer = teacher->model->layers[i]->as<trainer::DecoderLayer>();
-    const std::pair<const char*, trainer::QLinear> named[] = {
-        {"self_attn.q_proj", layer->self_attn->q_proj},
-        {"self_attn.k_proj", layer->self_attn->k_proj},
-        {"self_attn.v_proj", layer->self_attn->v_proj},
-        {"self_attn.o_proj", layer->self_attn->o_proj},
-        {"mlp.gate_proj", layer->mlp->gate_proj},
-        {"mlp.up_proj", layer->mlp->up_proj},
-        {"mlp.down_proj", layer->mlp->down_proj}};
-    for (const auto& [suffix, linear] : named) {
+    for (const auto& [suffix, linear] : trainer::BlockLinears(teacher, i)) {
       linears.push_back({absl::StrCat("model.layers.", i, ".", suffix, ".weight"), i,
                          linear.ptr().get(), linear->weight});
     }
@@ -659,12 +650,12 @@ absl::StatusOr<PlanResult> PlanBits(trainer::CausalLM& teacher, const torch::Ten
         const PlanTaskTarget& t = *o.target_task;
         return absl::InvalidArgumentError(absl::StrFormat(
             "--target-task %s is out of reach with these candidates: the best %s reachable "
-            "(every layer at its most accurate candidate) is %.4f (EAR %.5f), the teacher's is "
-            "%.4f (standard error %.4f) on the %d examples, and the target %.4f (--task-tolerance "
-            "%g); raise --task-tolerance or add more accurate candidates (e.g. int8-channel or "
-            "none)",
+            "(every layer at its most accurate candidate) is %.4f (EAR %.5f), the teacher's "
+            "%.4f (standard error %.4f) on the %d examples, so the target %s >= %.4f (the "
+            "teacher's - --task-tolerance %g) is missed; raise --task-tolerance or add more "
+            "accurate candidates (e.g. int8-channel or none)",
             t.file, t.metric, r.best_task, r.best_ear, r.teacher_task, r.teacher_task_stderr,
-            r.task_examples, task_threshold, t.tolerance));
+            r.task_examples, t.metric, task_threshold, t.tolerance));
       }
     }
     if (!by_task && r.best_ear < o.target_ear) {

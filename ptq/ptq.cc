@@ -73,24 +73,19 @@ struct Linear {
   QuantizedWeight weight;
 };
 
-// The quantized linears of block i, in the true-sequential groups.
+// The quantized linears of block i, in the true-sequential groups: q/k/v (one input), o,
+// gate/up (one input), down.
 std::vector<std::vector<Linear>> BlockGroups(CausalLM& model, int64_t i,
                                              const std::map<std::string, QuantizedWeight>& qw) {
-  auto layer = model->model->layers[i]->as<trainer::DecoderLayer>();
-  const std::string prefix = absl::StrCat("model.layers.", i, ".");
-  std::vector<std::vector<std::pair<std::string, QLinearImpl*>>> names = {
-      {{"self_attn.q_proj", layer->self_attn->q_proj.get()},
-       {"self_attn.k_proj", layer->self_attn->k_proj.get()},
-       {"self_attn.v_proj", layer->self_attn->v_proj.get()}},
-      {{"self_attn.o_proj", layer->self_attn->o_proj.get()}},
-      {{"mlp.gate_proj", layer->mlp->gate_proj.get()}, {"mlp.up_proj", layer->mlp->up_proj.get()}},
-      {{"mlp.down_proj", layer->mlp->down_proj.get()}}};
+  const std::vector<std::pair<std::string, trainer::QLinear>> linears =
+      trainer::BlockLinears(model, i);
+  const std::vector<std::vector<size_t>> order = {{0, 1, 2}, {3}, {4, 5}, {6}};
   std::vector<std::vector<Linear>> groups;
-  for (const auto& group : names) {
+  for (const std::vector<size_t>& group : order) {
     std::vector<Linear> out;
-    for (const auto& [suffix, module] : group) {
-      auto it = qw.find(prefix + suffix + ".weight");
-      if (it != qw.end()) out.push_back({it->first, module, it->second});
+    for (size_t k : group) {
+      auto it = qw.find(absl::StrCat("model.layers.", i, ".", linears[k].first, ".weight"));
+      if (it != qw.end()) out.push_back({it->first, linears[k].second.ptr().get(), it->second});
     }
     if (!out.empty()) groups.push_back(std::move(out));
   }

@@ -143,14 +143,7 @@ absl::StatusOr<ExportReport> ExportPacked(const std::string& checkpoint,
     AddF32(w, prefix + "input_layernorm.weight", layer->input_layernorm->weight);
     AddF32(w, prefix + "post_attention_layernorm.weight", layer->post_attention_layernorm->weight);
     report.dense_tensors += 2;
-    std::pair<const char*, QLinear> linears[] = {{"self_attn.q_proj", layer->self_attn->q_proj},
-                                                 {"self_attn.k_proj", layer->self_attn->k_proj},
-                                                 {"self_attn.v_proj", layer->self_attn->v_proj},
-                                                 {"self_attn.o_proj", layer->self_attn->o_proj},
-                                                 {"mlp.gate_proj", layer->mlp->gate_proj},
-                                                 {"mlp.up_proj", layer->mlp->up_proj},
-                                                 {"mlp.down_proj", layer->mlp->down_proj}};
-    for (auto& [suffix, linear] : linears) {
+    for (auto& [suffix, linear] : BlockLinears(model, i)) {
       const std::string name = prefix + suffix + ".weight";
       if (linear->bias.defined()) {
         AddF32(w, name + ".bias", linear->bias);

@@ -274,6 +274,17 @@ absl::StatusOr<CausalLM> BuildModel(const ModelConfig& model, const QuantConfig&
   return CausalLM(model, quant);
 }
 
+std::vector<std::pair<std::string, QLinear>> BlockLinears(CausalLM& model, int64_t layer) {
+  auto block = model->model->layers[layer]->as<DecoderLayer>();
+  return {{"self_attn.q_proj", block->self_attn->q_proj},
+          {"self_attn.k_proj", block->self_attn->k_proj},
+          {"self_attn.v_proj", block->self_attn->v_proj},
+          {"self_attn.o_proj", block->self_attn->o_proj},
+          {"mlp.gate_proj", block->mlp->gate_proj},
+          {"mlp.up_proj", block->mlp->up_proj},
+          {"mlp.down_proj", block->mlp->down_proj}};
+}
+
 std::vector<QuantizedWeight> QuantizedWeights(CausalLM& model) {
   std::vector<QuantizedWeight> out;
   if (model->embedding_quantizer()) {

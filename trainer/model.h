@@ -176,6 +176,9 @@ TORCH_MODULE(CausalLM);
 
 // Builds the model from a recipe; errors name the bad quant key.
 absl::StatusOr<CausalLM> BuildModel(const ModelConfig& model, const QuantConfig& quant);
+// The seven linears of decoder block `layer`, in forward order (q, k, v, o, gate, up, down), with
+// their names within the block ("self_attn.q_proj", ...).
+std::vector<std::pair<std::string, QLinear>> BlockLinears(CausalLM& model, int64_t layer);
 // Every fake-quantized weight of the model (block linears, LM head, embedding), in model order.
 std::vector<QuantizedWeight> QuantizedWeights(CausalLM& model);
 // Sets every learned quantizer scale to the papers' initial value for the current weights.
