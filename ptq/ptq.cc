@@ -54,18 +54,33 @@ void Store(const QuantizedWeight& q, const torch::Tensor& codes, const LayerGrid
   }
 }
 
-// Accumulates H = sum x x^T of the inputs a set of linears multiply (and of their gradients).
+// Accumulates H = sum x x^T of the inputs a linear multiplies (or of their gradients).
 struct Accumulator {
   torch::Tensor sum;  // [in, in] float64
   int64_t tokens = 0;
-  void Add(const torch::Tensor& x2d) {
-    const torch::Tensor x = x2d.to(torch::kFloat64);
-    torch::Tensor xtx = x.t().mm(x);
-    sum = sum.defined() ? sum + xtx : xtx;
-    tokens += x.size(0);
+  void Add(const torch::Tensor& xtx, int64_t rows) {
+    sum = sum.defined() ? sum + xtx : xtx.clone();
+    tokens += rows;
   }
   torch::Tensor Mean() const { return sum / double(std::max<int64_t>(1, tokens)); }
 };
+
+// x^T x over the rows of x [..., in] in float64, computed once for the linears that are fed the
+// same tensor (q/k/v, gate/up, and their shared input gradient). The last tensor is held, so a
+// new one cannot reuse its address and be mistaken for it.
+struct SharedProduct {
+  torch::Tensor source, product;
+  const torch::Tensor& Of(const torch::Tensor& x) {
+    if (!source.defined() || !x.is_same(source)) {
+      const torch::Tensor xd = x.detach().reshape({-1, x.size(-1)}).to(torch::kFloat64);
+      source = x;
+      product = xd.t().mm(xd);
+    }
+    return product;
+  }
+};
+
+int64_t Rows(const torch::Tensor& x) { return x.numel() / x.size(-1); }
 
 struct Linear {
   std::string name;
@@ -95,17 +110,11 @@ std::vector<std::vector<Linear>> BlockGroups(CausalLM& model, int64_t i,
 // Observers on `linears` that add each multiplied input to its accumulator; linears fed the
 // same tensor (q/k/v, gate/up) share one product.
 void ObserveInputs(std::vector<Linear>& linears, std::map<std::string, Accumulator>* acc) {
-  auto last = std::make_shared<std::pair<const void*, torch::Tensor>>();
+  auto shared = std::make_shared<SharedProduct>();
   for (Linear& l : linears) {
     Accumulator* a = &(*acc)[l.name];
-    l.module->input_observer = [a, last](const torch::Tensor&, const torch::Tensor& x) {
-      const torch::Tensor x2 = x.detach().reshape({-1, x.size(-1)});
-      if (last->first != x.data_ptr() || !last->second.defined()) {
-        const torch::Tensor xd = x2.to(torch::kFloat64);
-        *last = {x.data_ptr(), xd.t().mm(xd)};
-      }
-      a->sum = a->sum.defined() ? a->sum + last->second : last->second.clone();
-      a->tokens += x2.size(0);
+    l.module->input_observer = [a, shared](const torch::Tensor&, const torch::Tensor& x) {
+      a->Add(shared->Of(x), Rows(x));
     };
   }
 }
@@ -116,8 +125,9 @@ void StopObserving(std::vector<Linear>& linears) {
 
 // H_g of every block linear of the full-precision model: E[g g^T] of the gradients of the
 // next-token cross entropy with respect to each linear's input.
-absl::StatusOr<std::map<std::string, torch::Tensor>> GradientHessians(
-    CausalLM& fp, const torch::Tensor& calibration, int64_t batch_size) {
+std::map<std::string, torch::Tensor> GradientHessians(CausalLM& fp,
+                                                      const torch::Tensor& calibration,
+                                                      int64_t batch_size) {
   std::map<std::string, Accumulator> acc;
   std::vector<torch::Tensor> frozen;
   for (torch::Tensor& p : fp->parameters()) {
@@ -127,18 +137,19 @@ absl::StatusOr<std::map<std::string, torch::Tensor>> GradientHessians(
     }
   }
   std::vector<std::pair<std::string, QLinearImpl*>> linears;
-  for (const auto& item : fp->named_modules("", false)) {
-    auto* l = item.value()->as<QLinearImpl>();
-    if (l != nullptr && item.key().rfind("model.layers.", 0) == 0) {
-      linears.push_back({item.key() + ".weight", l});
+  for (int64_t i = 0; i < fp->config().num_layers; ++i) {
+    for (const auto& [suffix, linear] : trainer::BlockLinears(fp, i)) {
+      linears.push_back(
+          {absl::StrCat("model.layers.", i, ".", suffix, ".weight"), linear.ptr().get()});
     }
   }
+  auto shared = std::make_shared<SharedProduct>();
   for (auto& [name, module] : linears) {
     Accumulator* a = &acc[name];
-    module->input_observer = [a](const torch::Tensor& input, const torch::Tensor&) {
+    module->input_observer = [a, shared](const torch::Tensor& input, const torch::Tensor&) {
       if (!input.requires_grad()) return;
       // q/k/v (and gate/up) share their input: each hook sees the whole gradient of it.
-      input.register_hook([a](torch::Tensor g) { a->Add(g.reshape({-1, g.size(-1)})); });
+      input.register_hook([a, shared](torch::Tensor g) { a->Add(shared->Of(g), Rows(g)); });
     };
   }
   const int64_t N = calibration.size(0), T = calibration.size(1) - 1;
@@ -240,10 +251,7 @@ absl::StatusOr<PtqReport> QuantizeModel(CausalLM& model, CausalLM* full_precisio
   report.calibration_tokens = N * T;
   if (options.smooth > 0) {
     torch::AutoGradMode grad_on(true);
-    absl::StatusOr<std::map<std::string, torch::Tensor>> h =
-        GradientHessians(*full_precision, calibration, options.batch_size);
-    if (!h.ok()) return h.status();
-    grad_hessians = std::move(*h);
+    grad_hessians = GradientHessians(*full_precision, calibration, options.batch_size);
     log(absl::StrFormat("quantize: input-gradient statistics of %d linears, %d tokens, %.1f s",
                         grad_hessians.size(), N * T, Seconds(start)));
   }
