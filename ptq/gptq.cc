@@ -81,9 +81,9 @@ absl::StatusOr<torch::Tensor> GptqCodes(const std::string& name, const torch::Te
   }
   // 4. Column by column, in lazy blocks.
   const bool lazy_groups = refit && !options.act_order && gs < cols;
-  const int64_t block =
-      std::max<int64_t>(gs < cols ? gs : 1, (options.block_size + gs - 1) / gs * gs);
-  const int64_t step = gs < cols ? block : std::max<int64_t>(1, options.block_size);
+  // Per group, a lazy block holds whole groups (a refit reads its group's columns in the block).
+  const int64_t block_size = std::max<int64_t>(1, options.block_size);
+  const int64_t step = gs < cols ? (block_size + gs - 1) / gs * gs : block_size;
   torch::Tensor codes = torch::zeros({rows, cols}, torch::kFloat64);
   for (int64_t i1 = 0; i1 < cols; i1 += step) {
     const int64_t count = std::min(step, cols - i1);

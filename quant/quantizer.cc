@@ -161,6 +161,7 @@ Grid Quantize(const QuantSpec& spec, const torch::Tensor& w, const torch::Tensor
   const torch::Tensor w3 = w.detach().to(ct).reshape({l.out, l.C, l.G});
   Grid p;
   p.l = l;
+  p.levels = Levels(spec);
   torch::Tensor codes, scale;
   double zero = 0.0;
   torch::Tensor zero_tensor;
@@ -170,7 +171,6 @@ Grid Quantize(const QuantSpec& spec, const torch::Tensor& w, const torch::Tensor
     const torch::Tensor a = alpha.detach().to(ct).reshape({2, l.R, l.C, 1});
     scale = a[0];
     zero_tensor = a[1];
-    p.levels = Levels(spec);
     codes = spec.method == Method::kBinary
                 ? w3.ge(0)
                 : torch::clamp(torch::round(w3 / scale + zero_tensor), 0.0, p.levels - 1.0);
@@ -183,36 +183,30 @@ Grid Quantize(const QuantSpec& spec, const torch::Tensor& w, const torch::Tensor
       codes = w3.ge(0);
       scale = a * 2.0;
       zero = 0.5;
-      p.levels = 2;
     } else if (spec.scale == ScaleMode::kLsq) {
       const double qn = -std::ldexp(1.0, spec.bits - 1), qp = -qn - 1.0;
       codes = torch::clamp(torch::round(v), qn, qp) - qn;
       scale = a;
       zero = -qn;
-      p.levels = 1 << spec.bits;
     } else {
       const SeqConstants s = Seq(spec);
       codes = torch::round(torch::clamp(v, -kSeqClip, kSeqClip) * s.n - s.h) + s.o;
       scale = a * (1.0 / s.n);  // the float of 1/n: exact for int k, 2/3 rounded for ternary
       zero = s.o - s.h;
-      p.levels = spec.method == Method::kTernary ? 3 : 1 << spec.bits;
     }
   } else if (spec.method == Method::kTernary) {
     scale = GroupMean(w3.abs(), l).clamp_min(kMinMeanScale);
     codes = torch::clamp(torch::round(w3 / scale), -1, 1) + 1;
     zero = 1.0;
-    p.levels = 3;
   } else if (spec.method == Method::kBinary) {
     codes = w3.ge(0);
     scale = GroupMean(w3.abs(), l).clamp_min(kMinMeanScale) * 2.0;
     zero = 0.5;
-    p.levels = 2;
   } else if (spec.symmetric) {
     const double half = std::ldexp(1.0, spec.bits - 1);
     scale = Div(GroupMax(w3.abs(), l).clamp_min(kMinAbsmax), half - 0.5);
     codes = torch::clamp(torch::round(w3 / scale), -half, half - 1.0) + half;
     zero = half;
-    p.levels = 1 << spec.bits;
   } else {
     const double top = std::ldexp(1.0, spec.bits) - 1.0;
     torch::Tensor lo = GroupMin(w3, l), hi = GroupMax(w3, l);
@@ -221,7 +215,6 @@ Grid Quantize(const QuantSpec& spec, const torch::Tensor& w, const torch::Tensor
     zero_tensor = torch::where(flat, -lo, -lo / scale);
     codes = torch::where(flat, torch::zeros_like(w3),
                          torch::clamp(torch::round((w3 - lo) / scale), 0.0, top));
-    p.levels = 1 << spec.bits;
   }
   p.codes = codes;
   p.scale = scale;
