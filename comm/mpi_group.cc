@@ -14,11 +14,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "comm/bf16.h"
 #include "comm/internal.h"
 #include "comm/process_group.h"
@@ -29,7 +32,11 @@ namespace {
 using internal::Clock;
 
 constexpr char kBackend[] = "mpi";
-constexpr double kOrphanGraceSeconds = 10;
+// A group destroyed with orphans is one being given up on (the job ends next): a short grace.
+constexpr double kOrphanGraceSeconds = 0.5;
+// How long a rank whose collective timed out waits for its peers' answers to the roll call.
+constexpr double kRollCallSeconds = 1;
+constexpr int kRollCallAskTag = 1, kRollCallAnswerTag = 2;
 
 // Requests of timed-out collectives still pending, over all groups.
 std::atomic<int64_t> g_orphaned_requests{0};
@@ -88,13 +95,111 @@ void FinalizeAtExit() {
 }
 
 // What a group and the Works it started share: the communicator, and whether it still works.
+//
+// The roll call: a timeout only tells the waiting rank that *some* peer is missing. So a rank whose
+// collective timed out asks every peer, on a communicator of its own (roll_comm), how many
+// collectives it has started; a rank answers while it waits in any collective (ServiceRollCalls,
+// from Work::Wait). Peers that answer with a count at least the asker's have reached its
+// collective; the rest are named in the timeout error: those behind, and those that did not
+// answer within kRollCallSeconds (dead, hung, or busy outside a collective).
 struct MpiState {
   MPI_Comm comm = MPI_COMM_NULL;
+  MPI_Comm roll_comm = MPI_COMM_NULL;
   int rank = 0;
   int size = 1;
   ProcessGroupOptions options;
   std::string broken;                // why the group is unusable; empty while it is fine
   std::vector<MPI_Request> orphans;  // requests of timed-out collectives
+  int64_t started = 0;               // collectives started on this rank
+  std::vector<std::unique_ptr<int64_t>> answers;  // payloads of answers being sent
+  std::vector<MPI_Request> answer_requests;
+
+  // Answers the roll calls of peers whose collectives timed out.
+  void ServiceRollCalls() {
+    if (roll_comm == MPI_COMM_NULL) return;
+    if (!answer_requests.empty()) {  // forget the answers that have gone
+      int done = 0;
+      MPI_Testall(static_cast<int>(answer_requests.size()), answer_requests.data(), &done,
+                  MPI_STATUSES_IGNORE);
+      if (done) answer_requests.clear();
+    }
+    for (;;) {
+      int pending = 0;
+      MPI_Status status;
+      if (MPI_Iprobe(MPI_ANY_SOURCE, kRollCallAskTag, roll_comm, &pending, &status) !=
+              MPI_SUCCESS ||
+          !pending) {
+        break;
+      }
+      int64_t their_count = 0;
+      MPI_Recv(&their_count, 1, MPI_INT64_T, status.MPI_SOURCE, kRollCallAskTag, roll_comm,
+               MPI_STATUS_IGNORE);
+      answers.push_back(std::make_unique<int64_t>(started));
+      answer_requests.push_back(MPI_REQUEST_NULL);
+      MPI_Isend(answers.back().get(), 1, MPI_INT64_T, status.MPI_SOURCE, kRollCallAnswerTag,
+                roll_comm, &answer_requests.back());
+    }
+  }
+
+  // Asks every peer how many collectives it has started; returns what to add to a timeout error.
+  std::string RollCall() {
+    if (roll_comm == MPI_COMM_NULL || size < 2) return "";
+    std::vector<int64_t> counts(size, -1);
+    std::vector<MPI_Request> requests;
+    const int64_t mine = started;
+    answers.push_back(std::make_unique<int64_t>(mine));  // outlives sends to silent peers
+    const int64_t* ask = answers.back().get();
+    for (int peer = 0; peer < size; ++peer) {
+      if (peer == rank) continue;
+      requests.push_back(MPI_REQUEST_NULL);
+      MPI_Isend(ask, 1, MPI_INT64_T, peer, kRollCallAskTag, roll_comm, &requests.back());
+      requests.push_back(MPI_REQUEST_NULL);
+      MPI_Irecv(&counts[peer], 1, MPI_INT64_T, peer, kRollCallAnswerTag, roll_comm,
+                &requests.back());
+    }
+    const Clock::time_point deadline =
+        internal::DeadlineAfter(std::min(options.timeout_s, kRollCallSeconds));
+    internal::PollPacer pacer;
+    for (;;) {
+      ServiceRollCalls();  // peers that timed out too ask us meanwhile
+      int done = 0;
+      MPI_Testall(static_cast<int>(requests.size()), requests.data(), &done, MPI_STATUSES_IGNORE);
+      if (done || Clock::now() >= deadline) break;
+      pacer.Pause();
+    }
+    // Unanswered: cancel the receives (counts[] must not be written later) and let the sends go.
+    for (size_t i = 0; i < requests.size(); ++i) {
+      if (requests[i] == MPI_REQUEST_NULL) continue;
+      if (i % 2 == 1) {
+        MPI_Cancel(&requests[i]);
+        MPI_Wait(&requests[i], MPI_STATUS_IGNORE);
+      } else {
+        MPI_Request_free(&requests[i]);  // may still complete: `ask` lives as long as the state
+      }
+    }
+    std::vector<std::string> silent, behind;
+    for (int peer = 0; peer < size; ++peer) {
+      if (peer == rank) continue;
+      if (counts[peer] < 0) {
+        silent.push_back(std::to_string(peer));
+      } else if (counts[peer] < mine) {
+        behind.push_back(absl::StrCat(peer, " (at collective #", counts[peer], ")"));
+      }
+    }
+    std::string out =
+        absl::StrCat(". Roll call (this was collective #", mine, " of rank ", rank, "): ");
+    if (silent.empty() && behind.empty()) return out + "every peer has reached it.";
+    if (!silent.empty()) {
+      absl::StrAppend(&out, "rank(s) ", absl::StrJoin(silent, ", "), " did not answer within ",
+                      std::min(options.timeout_s, kRollCallSeconds),
+                      " s (dead, hung, or busy outside any collective)");
+    }
+    if (!behind.empty()) {
+      absl::StrAppend(&out, silent.empty() ? "" : "; ", "rank(s) ", absl::StrJoin(behind, ", "),
+                      " have not reached it");
+    }
+    return out + ".";
+  }
 
   void Orphan(std::vector<MPI_Request>& requests) {
     for (MPI_Request r : requests) {
@@ -110,7 +215,7 @@ struct MpiState {
     if (!MpiActive() || comm == MPI_COMM_NULL) return;
     if (!orphans.empty()) {
       // A late peer may still complete them (each MPI_Testall makes progress): a grace of the
-      // timeout, at most 10 s (a group destroyed after a timeout is one being given up on).
+      // timeout, at most kOrphanGraceSeconds.
       const Clock::time_point deadline =
           internal::DeadlineAfter(std::min(options.timeout_s, kOrphanGraceSeconds));
       internal::PollPacer pacer;
@@ -129,7 +234,10 @@ struct MpiState {
         pacer.Pause();
       }
     }
-    if (orphans.empty()) MPI_Comm_free(&comm);
+    if (orphans.empty()) {
+      MPI_Comm_free(&comm);
+      if (roll_comm != MPI_COMM_NULL) MPI_Comm_free(&roll_comm);
+    }
   }
 };
 
@@ -173,11 +281,13 @@ class MpiWork : public Work {
     internal::PollPacer pacer;
     while (!Done()) {
       if (Clock::now() >= deadline_) {
-        Fail(internal::TimeoutError(kBackend, what_, state_->rank, state_->size,
-                                    state_->options.timeout_s),
+        const absl::Status timeout = internal::TimeoutError(
+            kBackend, what_, state_->rank, state_->size, state_->options.timeout_s);
+        Fail(absl::Status(timeout.code(), absl::StrCat(timeout.message(), state_->RollCall())),
              absl::StrCat(what_, " timed out on rank ", state_->rank));
         break;
       }
+      state_->ServiceRollCalls();
       pacer.Pause();
     }
     return *result_;
@@ -341,6 +451,7 @@ class MpiGroup : public ProcessGroup {
       return internal::BrokenGroupError(kBackend, what, state_->rank, state_->size, state_->broken);
     }
     const Clock::time_point deadline = internal::DeadlineAfter(state_->options.timeout_s);
+    ++state_->started;
     Requests requests;
     if (const int rc = post_all(requests); rc != MPI_SUCCESS) {
       // Earlier calls are in flight and the peers may have posted this one: the group cannot be
@@ -419,6 +530,9 @@ absl::StatusOr<std::shared_ptr<ProcessGroup>> NewMpiGroup(const ProcessGroupOpti
   }
   MPI_Comm_rank(state->comm, &state->rank);
   MPI_Comm_size(state->comm, &state->size);
+  if (const int rc = MPI_Comm_dup(MPI_COMM_WORLD, &state->roll_comm); rc != MPI_SUCCESS) {
+    return absl::InternalError(absl::StrCat("comm: MPI_Comm_dup failed: ", MpiErrorText(rc)));
+  }
   return std::shared_ptr<ProcessGroup>(std::make_shared<MpiGroup>(std::move(state)));
 }
 

@@ -108,6 +108,7 @@ absl::Status BpeTokenizer::Load(const std::string& origin) {
     return Bad(origin, "model.vocab is missing, empty or not an object");
   }
   int64_t max_id = -1;
+  std::string max_id_where;  // what holds max_id, for the sparse-ids error below
   for (const json::Member& m : vocab->as_object()) {
     if (!m.second.is_int() || m.second.as_int() < 0 || m.second.as_int() >= kMaxVocab) {
       return Bad(origin,
@@ -115,7 +116,10 @@ absl::Status BpeTokenizer::Load(const std::string& origin) {
                               " is not an id in [0, ", kMaxVocab, ")"));
     }
     if (m.first.empty()) return Bad(origin, "model.vocab holds an empty token");
-    max_id = std::max(max_id, m.second.as_int());
+    if (m.second.as_int() > max_id) {
+      max_id = m.second.as_int();
+      max_id_where = absl::StrCat("model.vocab[\"", m.first, "\"]");
+    }
   }
 
   // ---- added tokens (their ids may extend the vocabulary)
@@ -144,9 +148,22 @@ absl::Status BpeTokenizer::Load(const std::string& origin) {
       t.single_word = flag("single_word");
       t.lstrip = flag("lstrip");
       t.rstrip = flag("rstrip");
-      max_id = std::max<int64_t>(max_id, t.id);
+      if (t.id > max_id) {
+        max_id = t.id;
+        max_id_where = absl::StrCat("added_tokens[", i, "]");
+      }
       added_.push_back(std::move(t));
     }
+  }
+  // The id table has max_id + 1 entries, so the ids may leave only so many holes: a 96-byte file
+  // with one id of 2^24 - 1 used to cost 855 MB. Real vocabularies (LLaMA-3's, Qwen2.5's) have
+  // none; 2^17 holes (4 MB of table) leave room for reserved ranges.
+  const int64_t tokens = static_cast<int64_t>(vocab->as_object().size() + added_.size());
+  const int64_t id_bound = 2 * tokens + (int64_t{1} << 17);
+  if (max_id >= id_bound) {
+    return Bad(origin, absl::StrCat(max_id_where, " has id ", max_id, ", but the file holds only ",
+                                    tokens, " tokens: ids must lie below 2 x tokens + 2^17 = ",
+                                    id_bound, " (the id table is sized by the largest id)"));
   }
 
   id_to_token_.assign(static_cast<size_t>(max_id + 1), std::string());

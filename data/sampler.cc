@@ -27,7 +27,8 @@ uint64_t WindowHash(uint64_t seed, int64_t step, int64_t sample) {
 }  // namespace
 
 absl::StatusOr<WindowSampler> WindowSampler::Open(const std::vector<std::string>& shard_paths,
-                                                  int64_t seq_len, uint64_t seed) {
+                                                  int64_t seq_len, uint64_t seed,
+                                                  int64_t vocab_size) {
   if (seq_len < 1) {
     return absl::InvalidArgumentError(absl::StrCat("sampler: seq_len ", seq_len, " is below 1"));
   }
@@ -35,7 +36,7 @@ absl::StatusOr<WindowSampler> WindowSampler::Open(const std::vector<std::string>
   sampler.seq_len_ = seq_len;
   sampler.seed_ = seed;
   for (const std::string& path : shard_paths) {
-    absl::StatusOr<std::vector<int32_t>> tokens = ReadShard(path);
+    absl::StatusOr<std::vector<int32_t>> tokens = ReadShard(path, vocab_size);
     if (!tokens.ok()) return tokens.status();
     sampler.tokens_.insert(sampler.tokens_.end(), tokens->begin(), tokens->end());
   }

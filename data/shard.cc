@@ -93,7 +93,7 @@ absl::Status WriteShardImpl(const std::string& path, const std::vector<int32_t>&
 }
 }  // namespace
 
-absl::StatusOr<std::vector<int32_t>> ReadShard(const std::string& path) {
+absl::StatusOr<std::vector<int32_t>> ReadShard(const std::string& path, int64_t vocab_size) {
   absl::StatusOr<std::string> file = kernels::ReadFile(path);
   if (!file.ok()) return file.status();
   const std::string& bytes = *file;
@@ -146,21 +146,30 @@ absl::StatusOr<std::vector<int32_t>> ReadShard(const std::string& path) {
                      payload, " bytes after the 1024-byte header"));
   }
 
+  // Ids at or above the model's vocabulary would fail deep inside the embedding lookup, naming
+  // neither this file nor the offset; so they fail here.
+  const uint64_t id_limit = vocab_size > 0 ? static_cast<uint64_t>(vocab_size)
+                                           : uint64_t{std::numeric_limits<int32_t>::max()} + 1;
+  const auto out_of_range = [&](uint64_t i, uint64_t id) {
+    return Invalid(path, kHeaderBytes + token_bytes * i,
+                   vocab_size > 0
+                       ? absl::StrCat("token ", i, " has id ", id,
+                                      ", outside the model's vocabulary [0, ", vocab_size, ")")
+                       : absl::StrCat("token id ", id, " does not fit in int32"));
+  };
   std::vector<int32_t> tokens(n);
   const char* in = bytes.data() + kHeaderBytes;
   if (wide) {
     for (uint64_t i = 0; i < n; ++i) {
       const uint32_t id = LoadU32Le(in + 4 * i);
-      if (id > static_cast<uint32_t>(std::numeric_limits<int32_t>::max())) {
-        return Invalid(path, kHeaderBytes + 4 * i,
-                       absl::StrCat("token id ", id, " does not fit in int32"));
-      }
+      if (id >= id_limit) return out_of_range(i, id);
       tokens[i] = static_cast<int32_t>(id);
     }
   } else {
     for (uint64_t i = 0; i < n; ++i) {
       tokens[i] =
           static_cast<unsigned char>(in[2 * i]) | (static_cast<unsigned char>(in[2 * i + 1]) << 8);
+      if (static_cast<uint64_t>(tokens[i]) >= id_limit) return out_of_range(i, tokens[i]);
     }
   }
   return tokens;

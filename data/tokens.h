@@ -78,7 +78,8 @@ absl::Status WriteShard(const std::string& path, const std::vector<int32_t>& tok
 absl::Status WriteShard(const std::string& path, const std::vector<int32_t>& tokens,
                         int64_t vocab_size);
 // Reads and validates a shard; errors name the file and the offending byte offset/field.
-absl::StatusOr<std::vector<int32_t>> ReadShard(const std::string& path);
+// vocab_size > 0: every id must be below it (the model's vocabulary); 0: any int32 id.
+absl::StatusOr<std::vector<int32_t>> ReadShard(const std::string& path, int64_t vocab_size = 0);
 
 struct PrepOptions {
   std::vector<std::string> inputs;  // text files
@@ -103,8 +104,9 @@ absl::StatusOr<PrepStats> Prep(const PrepOptions& options);
 // same data, and a global batch is the same whatever the number of ranks reading it.
 class WindowSampler {
  public:
+  // vocab_size > 0: a token id at or above it is an error naming the shard and its byte offset.
   static absl::StatusOr<WindowSampler> Open(const std::vector<std::string>& shard_paths,
-                                            int64_t seq_len, uint64_t seed);
+                                            int64_t seq_len, uint64_t seed, int64_t vocab_size = 0);
   int64_t seq_len() const { return seq_len_; }
   int64_t total_tokens() const { return static_cast<int64_t>(tokens_.size()); }
   // Fills out (count x (seq_len+1) int32, row-major) with samples first..first+count-1 of step s.

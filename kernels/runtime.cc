@@ -146,6 +146,21 @@ bool CudaDeviceAvailable() {
 #endif
 }
 
+void RopeRows(double theta, int64_t head_dim, int64_t pos, int64_t n, std::vector<float>* cos,
+              std::vector<float>* sin) {
+  const int64_t half = head_dim / 2;
+  cos->resize(n * half);
+  sin->resize(n * half);
+  for (int64_t j = 0; j < half; ++j) {
+    const double freq = std::pow(theta, -2.0 * j / head_dim);
+    for (int64_t i = 0; i < n; ++i) {
+      const double angle = static_cast<double>(pos + i) * freq;
+      (*cos)[i * half + j] = static_cast<float>(std::cos(angle));
+      (*sin)[i * half + j] = static_cast<float>(std::sin(angle));
+    }
+  }
+}
+
 // ----- The model -----
 
 struct PackedModel::Impl {
@@ -155,18 +170,18 @@ struct PackedModel::Impl {
   Device device = Device::kCpu;
   std::unique_ptr<ThreadPool> pool;
   int64_t head_dim = 0, kv_dim = 0;
-  std::vector<float> rope_cos, rope_sin;  // max_seq_len x head_dim/2
   std::unique_ptr<cuda::GpuModel> gpu;    // device == kCuda
   // Counted at load time (a GPU model keeps no host copy of its linears).
   int64_t linears_per_format[5] = {};  // by LinearFormat
   int64_t linears_total = 0, linears_int8_act = 0, gpu_weight_bytes = 0;
 
-  // Rotates n rows of `heads` heads, row i at position pos + i ("rotate half", see runtime.h).
-  void ApplyRope(float* x, int64_t n, int64_t heads, int64_t pos) const {
+  // Rotates n rows of `heads` heads ("rotate half", see runtime.h) by the angles of RopeRows.
+  void ApplyRope(float* x, int64_t n, int64_t heads, const std::vector<float>& cos_rows,
+                 const std::vector<float>& sin_rows) const {
     const int64_t half = head_dim / 2;
     for (int64_t i = 0; i < n; ++i) {
-      const float* cos = &rope_cos[(pos + i) * half];
-      const float* sin = &rope_sin[(pos + i) * half];
+      const float* cos = &cos_rows[i * half];
+      const float* sin = &sin_rows[i * half];
       for (int64_t h = 0; h < heads; ++h) {
         float* v = x + (i * heads + h) * head_dim;
         for (int64_t j = 0; j < half; ++j) {
@@ -256,17 +271,6 @@ absl::StatusOr<std::unique_ptr<PackedModel>> PackedModel::Load(const std::string
   m.head_dim = c.hidden_size / c.num_heads;
   m.kv_dim = c.num_kv_heads * m.head_dim;
 
-  // RoPE tables in double, then rounded: angles p * f lose precision in fp32 at large p.
-  const int64_t half = m.head_dim / 2;
-  m.rope_cos.resize(c.max_seq_len * half);
-  m.rope_sin.resize(c.max_seq_len * half);
-  for (int64_t j = 0; j < half; ++j) {
-    const double freq = std::pow(c.rope_theta, -2.0 * j / m.head_dim);
-    for (int64_t p = 0; p < c.max_seq_len; ++p) {
-      m.rope_cos[p * half + j] = static_cast<float>(std::cos(p * freq));
-      m.rope_sin[p * half + j] = static_cast<float>(std::sin(p * freq));
-    }
-  }
   m.isa = isa;
   m.device = device;
   m.pool = std::make_unique<ThreadPool>(threads);
@@ -289,8 +293,7 @@ absl::StatusOr<std::unique_ptr<PackedModel>> PackedModel::Load(const std::string
   });
 #if QAT_HAVE_CUDA
   if (device == Device::kCuda) {
-    absl::StatusOr<std::unique_ptr<cuda::GpuModel>> gpu =
-        cuda::GpuModel::Create(m.w, m.rope_cos, m.rope_sin);
+    absl::StatusOr<std::unique_ptr<cuda::GpuModel>> gpu = cuda::GpuModel::Create(m.w);
     if (!gpu.ok()) {
       return absl::Status(gpu.status().code(),
                           absl::StrCat("PackedModel::Load(", path, "): ", gpu.status().message()));
@@ -394,6 +397,8 @@ absl::StatusOr<std::vector<float>> Session::Forward(const int32_t* tokens, int64
   for (int64_t i = 0; i < n; ++i) {
     std::copy_n(&m.w.embed.dense[tokens[i] * hidden], hidden, &h[i * hidden]);
   }
+  std::vector<float> rope_cos, rope_sin;
+  RopeRows(c.rope_theta, m.head_dim, pos_, n, &rope_cos, &rope_sin);
   const size_t cache_needed = static_cast<size_t>((pos_ + n) * m.kv_dim);
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const Layer& layer = m.w.layers[l];
@@ -412,8 +417,8 @@ absl::StatusOr<std::vector<float>> Session::Forward(const int32_t* tokens, int64
     layer.q.Apply(normed.data(), n, q.data(), m.isa, pool);
     layer.k.Apply(normed.data(), n, k_new, m.isa, pool);
     layer.v.Apply(normed.data(), n, v_new, m.isa, pool);
-    m.ApplyRope(q.data(), n, c.num_heads, pos_);
-    m.ApplyRope(k_new, n, c.num_kv_heads, pos_);
+    m.ApplyRope(q.data(), n, c.num_heads, rope_cos, rope_sin);
+    m.ApplyRope(k_new, n, c.num_kv_heads, rope_cos, rope_sin);
     m.Attention(q.data(), k_cache.data(), v_cache.data(), n, pos_, attn.data());
     layer.o.Apply(attn.data(), n, delta.data(), m.isa, pool);
     AddInPlace(delta, &h);

@@ -69,4 +69,12 @@ struct ModelWeights {
 // Reads every tensor of a packed export and checks it against the config (runtime.h).
 absl::StatusOr<ModelWeights> LoadModelWeights(const SafetensorsFile& file);
 
+// The RoPE angles of the n positions pos .. pos+n-1: cos and sin [n x head_dim/2] of
+// p * theta^(-2j/head_dim), in double, then rounded (fp32 angles lose precision at large p).
+// Every forward call computes the rows it rotates, for the CPU and the CUDA runtime alike: a table
+// of qat.max_seq_len rows, sized by the file, let a 12 KB model claiming 2^24 positions allocate
+// 128 GiB at load. The cost is n * head_dim/2 sin/cos pairs per call, shared by all layers.
+void RopeRows(double theta, int64_t head_dim, int64_t pos, int64_t n, std::vector<float>* cos,
+              std::vector<float>* sin);
+
 }  // namespace qat::kernels

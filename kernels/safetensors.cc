@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "kernels/json.h"
+#include "kernels/status_macros.h"
 
 namespace qat::kernels {
 namespace {
@@ -334,12 +335,20 @@ void SafetensorsWriter::SetMetadata(const std::string& key, const std::string& v
 
 void SafetensorsWriter::Add(const std::string& name, DType dtype, std::vector<int64_t> shape,
                             const void* data, size_t bytes) {
-  Entry e{name, dtype, std::move(shape), std::string()};
-  if (data != nullptr) e.bytes.assign(static_cast<const char*>(data), bytes);
+  Entry e{name, dtype, std::move(shape)};
+  if (data != nullptr) e.owned.assign(static_cast<const char*>(data), bytes);
   entries_.push_back(std::move(e));
 }
 
-std::string SafetensorsWriter::Serialize() const {
+void SafetensorsWriter::AddView(const std::string& name, DType dtype, std::vector<int64_t> shape,
+                                const void* data, size_t bytes) {
+  Entry e{name, dtype, std::move(shape)};
+  e.view = data != nullptr ? static_cast<const char*>(data) : "";
+  e.view_bytes = data != nullptr ? bytes : 0;
+  entries_.push_back(std::move(e));
+}
+
+std::string SafetensorsWriter::Header() const {
   // Data offsets: tensors back to back in the order added.
   json::Value header = json::Value::MakeObject();
   if (!metadata_.empty()) {
@@ -347,17 +356,15 @@ std::string SafetensorsWriter::Serialize() const {
     for (const auto& [key, value] : metadata_) meta.Set(key, json::Value::String(value));
     header.Set(kMetadataKey, std::move(meta));
   }
-  std::vector<int64_t> begins;
   int64_t offset = 0;
   for (const Entry& e : entries_) {
     // Tensors follow each other with no gap: Hugging Face's loader rejects holes in the data.
-    begins.push_back(offset);
     json::Value shape = json::Value::MakeArray();
     for (int64_t d : e.shape) shape.Append(json::Value::Int(d));
     json::Value info = json::Value::MakeObject();
     info.Set("dtype", json::Value::String(DTypeName(e.dtype)));
     info.Set("shape", std::move(shape));
-    const int64_t end = offset + static_cast<int64_t>(e.bytes.size());
+    const int64_t end = offset + static_cast<int64_t>(e.size());
     info.Set("data_offsets",
              json::Value::MakeArray({json::Value::Int(offset), json::Value::Int(end)}));
     header.Set(e.name, std::move(info));
@@ -366,20 +373,25 @@ std::string SafetensorsWriter::Serialize() const {
   std::string header_text = json::Serialize(header);
   // Pad with spaces so that the data section starts 8-byte aligned in the file.
   header_text.append((kAlignment - header_text.size() % kAlignment) % kAlignment, ' ');
-
   std::string out(8, '\0');
   StoreU64Le(header_text.size(), out.data());
-  out += header_text;
-  const size_t data_start = out.size();
-  out.resize(data_start + static_cast<size_t>(offset), '\0');
-  for (size_t i = 0; i < entries_.size(); ++i) {
-    std::memcpy(out.data() + data_start + begins[i], entries_[i].bytes.data(),
-                entries_[i].bytes.size());
-  }
+  return out + header_text;
+}
+
+int64_t SafetensorsWriter::FileBytes() const {
+  int64_t bytes = static_cast<int64_t>(Header().size());
+  for (const Entry& e : entries_) bytes += static_cast<int64_t>(e.size());
+  return bytes;
+}
+
+std::string SafetensorsWriter::Serialize() const {
+  std::string out = Header();
+  for (const Entry& e : entries_) out.append(e.data(), e.size());
   return out;
 }
 
-absl::Status SafetensorsWriter::Write(const std::string& path, std::string* written) const {
+absl::Status SafetensorsWriter::Write(
+    const std::string& path, const std::function<void(const char*, size_t)>& observe) const {
   // Refuse to write what the reader would reject.
   std::set<std::string> names;
   for (const Entry& e : entries_) {
@@ -399,9 +411,9 @@ absl::Status SafetensorsWriter::Write(const std::string& path, std::string* writ
     }
     int64_t nbytes;
     if (!CheckedMul(numel, DTypeSize(e.dtype), &nbytes) ||
-        nbytes != static_cast<int64_t>(e.bytes.size())) {
+        nbytes != static_cast<int64_t>(e.size())) {
       return absl::InvalidArgumentError(
-          absl::StrCat(where, ": got ", e.bytes.size(), " bytes, which does not match shape ",
+          absl::StrCat(where, ": got ", e.size(), " bytes, which does not match shape ",
                        ShapeString(e.shape), " of ", DTypeName(e.dtype)));
     }
   }
@@ -411,48 +423,71 @@ absl::Status SafetensorsWriter::Write(const std::string& path, std::string* writ
           absl::StrCat(path, ": metadata entry \"", key, "\" is not valid UTF-8"));
     }
   }
-  if (written == nullptr) return WriteFileAtomic(path, Serialize());
-  *written = Serialize();
-  return WriteFileAtomic(path, *written);
+  absl::StatusOr<AtomicFileWriter> file = AtomicFileWriter::Create(path);
+  if (!file.ok()) return file.status();
+  const auto append = [&](const char* data, size_t size) {
+    if (observe) observe(data, size);
+    return file->Append(data, size);
+  };
+  const std::string header = Header();
+  QAT_RETURN_IF_ERROR(append(header.data(), header.size()));
+  for (const Entry& e : entries_) QAT_RETURN_IF_ERROR(append(e.data(), e.size()));
+  return file->Commit();
 }
 
 // ---------------------------------------------------------------------------------------------
 // Files
 
-absl::Status WriteFileAtomic(const std::string& path, const std::string& contents) {
-  const std::string tmp = absl::StrCat(path, ".tmp.", getpid());
+absl::StatusOr<AtomicFileWriter> AtomicFileWriter::Create(const std::string& path) {
+  std::string tmp = absl::StrCat(path, ".tmp.", getpid());
   const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoError("cannot create", tmp, errno);
-  const auto fail = [&](const char* what) {
-    const int err = errno;
-    close(fd);
-    unlink(tmp.c_str());
-    return ErrnoError(what, tmp, err);
-  };
+  return AtomicFileWriter(path, std::move(tmp), fd);
+}
+
+AtomicFileWriter::AtomicFileWriter(std::string path, std::string tmp, int fd)
+    : path_(std::move(path)), tmp_(std::move(tmp)), fd_(fd) {}
+
+AtomicFileWriter::AtomicFileWriter(AtomicFileWriter&& other) noexcept
+    : path_(std::move(other.path_)), tmp_(std::move(other.tmp_)), fd_(other.fd_) {
+  other.fd_ = -1;
+  other.tmp_.clear();
+}
+
+AtomicFileWriter::~AtomicFileWriter() {
+  if (fd_ >= 0) close(fd_);
+  if (!tmp_.empty()) unlink(tmp_.c_str());
+}
+
+absl::Status AtomicFileWriter::Append(const char* data, size_t size) {
+  if (fd_ < 0) return absl::FailedPreconditionError(absl::StrCat(tmp_, ": not open for writing"));
   size_t written = 0;
-  while (written < contents.size()) {
-    const ssize_t n = write(fd, contents.data() + written, contents.size() - written);
+  while (written < size) {
+    // At most 1 GiB per call: Linux writes no more than about 2 GiB at once.
+    const ssize_t n = write(fd_, data + written, std::min<size_t>(size - written, size_t{1} << 30));
     if (n < 0) {
       if (errno == EINTR) continue;
-      return fail("cannot write");
+      return ErrnoError("cannot write", tmp_, errno);
     }
     written += static_cast<size_t>(n);
   }
-  if (fsync(fd) != 0) return fail("cannot fsync");
-  if (close(fd) != 0) {
-    const int err = errno;
-    unlink(tmp.c_str());
-    return ErrnoError("cannot close", tmp, err);
+  return absl::OkStatus();
+}
+
+absl::Status AtomicFileWriter::Commit() {
+  if (fd_ < 0) return absl::FailedPreconditionError(absl::StrCat(tmp_, ": not open for writing"));
+  if (fsync(fd_) != 0) return ErrnoError("cannot fsync", tmp_, errno);
+  const int fd = fd_;
+  fd_ = -1;
+  if (close(fd) != 0) return ErrnoError("cannot close", tmp_, errno);
+  if (rename(tmp_.c_str(), path_.c_str()) != 0) {
+    return ErrnoError(absl::StrCat("cannot rename ", tmp_, " to"), path_, errno);
   }
-  if (rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    unlink(tmp.c_str());
-    return ErrnoError(absl::StrCat("cannot rename ", tmp, " to"), path, err);
-  }
+  tmp_.clear();  // in place now: nothing to remove
   // Make the rename itself durable.
-  const size_t slash = path.find_last_of('/');
+  const size_t slash = path_.find_last_of('/');
   const std::string dir =
-      slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+      slash == std::string::npos ? "." : (slash == 0 ? "/" : path_.substr(0, slash));
   const int dir_fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dir_fd < 0) return ErrnoError("cannot open directory", dir, errno);
   const int sync_result = fsync(dir_fd);
@@ -460,6 +495,13 @@ absl::Status WriteFileAtomic(const std::string& path, const std::string& content
   close(dir_fd);
   if (sync_result != 0) return ErrnoError("cannot fsync directory", dir, sync_errno);
   return absl::OkStatus();
+}
+
+absl::Status WriteFileAtomic(const std::string& path, const std::string& contents) {
+  absl::StatusOr<AtomicFileWriter> file = AtomicFileWriter::Create(path);
+  if (!file.ok()) return file.status();
+  QAT_RETURN_IF_ERROR(file->Append(contents.data(), contents.size()));
+  return file->Commit();
 }
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {

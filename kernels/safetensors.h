@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -72,9 +73,17 @@ class SafetensorsWriter {
   // Copies `bytes` (must equal numel * DTypeSize(dtype)).
   void Add(const std::string& name, DType dtype, std::vector<int64_t> shape, const void* data,
            size_t bytes);
-  // `written`, when given, receives the file's bytes (e.g. to checksum them without reading the
-  // file back).
-  absl::Status Write(const std::string& path, std::string* written = nullptr) const;
+  // Like Add, without the copy: `data` must stay valid and unchanged until Write returns. Write
+  // streams such tensors to the file, so that saving a model or a checkpoint needs no second copy
+  // of it in memory.
+  void AddView(const std::string& name, DType dtype, std::vector<int64_t> shape, const void* data,
+               size_t bytes);
+  // `observe`, when given, sees every byte of the file in order (e.g. to checksum it without
+  // reading the file back).
+  absl::Status Write(const std::string& path,
+                     const std::function<void(const char*, size_t)>& observe = nullptr) const;
+  // The size of the file Write makes (its header and data).
+  int64_t FileBytes() const;
   std::string Serialize() const;
 
  private:
@@ -82,13 +91,36 @@ class SafetensorsWriter {
     std::string name;
     DType dtype;
     std::vector<int64_t> shape;
-    std::string bytes;
+    std::string owned;           // Add: the copy
+    const char* view = nullptr;  // AddView: the caller's bytes
+    size_t view_bytes = 0;
+    const char* data() const { return view != nullptr ? view : owned.data(); }
+    size_t size() const { return view != nullptr ? view_bytes : owned.size(); }
   };
+  std::string Header() const;  // u64 length + JSON header, padded
   std::vector<Entry> entries_;
   std::map<std::string, std::string> metadata_;
 };
 
-// Writes `contents` to `path` atomically: `path`.tmp.<pid>, fsync, rename, fsync of the directory.
+// A file written in pieces and put in place atomically: the pieces go to `path`.tmp.<pid>; Commit
+// fsyncs it, renames it to `path` and fsyncs the directory. Destroyed uncommitted (an error on the
+// way), it removes the temporary file: a failed write leaves nothing behind.
+class AtomicFileWriter {
+ public:
+  static absl::StatusOr<AtomicFileWriter> Create(const std::string& path);
+  AtomicFileWriter(AtomicFileWriter&& other) noexcept;
+  AtomicFileWriter& operator=(AtomicFileWriter&&) = delete;
+  ~AtomicFileWriter();
+  absl::Status Append(const char* data, size_t size);
+  absl::Status Commit();
+
+ private:
+  AtomicFileWriter(std::string path, std::string tmp, int fd);
+  std::string path_, tmp_;
+  int fd_ = -1;
+};
+
+// Writes `contents` to `path` atomically (AtomicFileWriter).
 absl::Status WriteFileAtomic(const std::string& path, const std::string& contents);
 absl::StatusOr<std::string> ReadFile(const std::string& path);
 

@@ -418,14 +418,16 @@ part_qat() {
   [ -f "$teacher/DONE" ] || { echo "science: no teacher: run the teacher part first" >&2; exit 1; }
   local t0; t0=$(date +%s) n=0
   mkdir -p "$qatdir"
+  # Seed by seed, so that a run stopped part way leaves whole sweeps (every variant at the seeds
+  # done so far) rather than all seeds of a few variants.
   local name m e l s
-  while read -r name m e l; do
-    for s in "${seed_list[@]}"; do
+  for s in "${seed_list[@]}"; do
+    while read -r name m e l; do
       [ -f "$qatdir/$name-s$s/eval.json" ] && continue
       n=$((n + 1))
       run_job "qat-$name-s$s" qat_one "$name" "$m" "$e" "$l" "$s"
-    done
-  done < <(qat_configs)
+    done < <(qat_configs)
+  done
   log "qat: $n student(s) to train and evaluate, $jobs at a time ($(qat_configs | wc -l) variants x ${#seed_list[@]} seeds)"
   pool_wait qat- || { echo "science: some QAT runs failed (logs: $out/logs/qat-*.log)" >&2; exit 1; }
   timing qat $(( $(date +%s) - t0 ))

@@ -1,11 +1,15 @@
 // Checkpoints: a truncated, bit-flipped or missing file is detected by its manifest and skipped;
 // resume picks the newest valid checkpoint.
 #include <gtest/gtest.h>
-#include <yaml-cpp/yaml.h>
+#include <sys/resource.h>
 #include <torch/torch.h>
+#include <unistd.h>
+#include <yaml-cpp/yaml.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "comm/process_group.h"
 #include "torch_test_util.h"
@@ -16,6 +20,13 @@ namespace qat::trainer {
 namespace {
 
 namespace fs = std::filesystem;
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
 
 class CorruptCheckpoint : public ::testing::TestWithParam<const char*> {};
 
@@ -44,25 +55,141 @@ TEST_P(CorruptCheckpoint, IsSkippedWithAReason) {
     f.seekp(-100, std::ios::end);
     f.put(static_cast<char>(c ^ 0x10));
     expected = "checksum";
-  } else {
+  } else if (how == std::string("missing")) {
     fs::remove(victim);
     expected = "model-00000-of-00001.safetensors";
+  } else {
+    // The manifest edited: its step 4 -> 90 (issue 15: resume then took the run for finished).
+    const std::string manifest_path = newest + "/manifest.yaml";
+    std::string text = ReadAll(manifest_path);
+    const size_t at = text.find("step: 4\n");
+    ASSERT_NE(at, std::string::npos) << text;
+    text.replace(at, 8, "step: 90\n");
+    expected = "it was edited or damaged";
+    if (how == std::string("manifest_resealed")) {  // and its seal recomputed to match
+      const size_t seal = text.rfind("manifest_checksum: ");
+      ASSERT_NE(seal, std::string::npos);
+      text.resize(seal);
+      char hex[17];
+      std::snprintf(hex, sizeof hex, "%016llx",
+                    static_cast<unsigned long long>(Checksum64(text.data(), text.size())));
+      text += std::string("manifest_checksum: ") + hex + "\n";
+      expected = "step 90 does not match the directory's name, step-00000004";
+    }
+    std::ofstream(manifest_path, std::ios::binary | std::ios::trunc) << text;
   }
   std::vector<std::string> skipped;
   EXPECT_EQ(FindLatestCheckpoint(r.run.dir, &skipped), older);
   ASSERT_EQ(skipped.size(), 1u);
   EXPECT_NE(skipped[0].find(expected), std::string::npos) << skipped[0];
   EXPECT_NE(skipped[0].find("step-00000004"), std::string::npos) << skipped[0];
-  CheckpointInfo info = InspectCheckpoint(newest).value();
-  EXPECT_FALSE(info.valid);
+  absl::StatusOr<CheckpointInfo> info = InspectCheckpoint(newest);
+  EXPECT_TRUE(!info.ok() || !info->valid);
   EXPECT_TRUE(InspectCheckpoint(older).value().valid);
+  EXPECT_TRUE(InspectCheckpoint(older).value().manifest_sealed);
   // A resumed run starts from the older checkpoint and completes.
   TrainResult again = Train(r, *comm::MpiWorld().value()).value();
   EXPECT_EQ(again.steps_run, 2);
   EXPECT_EQ(again.final_step, 4);
 }
 
-INSTANTIATE_TEST_SUITE_P(Ways, CorruptCheckpoint, ::testing::Values("truncated", "bitflip", "missing"));
+INSTANTIATE_TEST_SUITE_P(Ways, CorruptCheckpoint,
+                         ::testing::Values("truncated", "bitflip", "missing", "manifest_edited",
+                                           "manifest_resealed"));
+
+// The streamed checksum equals the one-shot one however the bytes are split, and both equal the
+// values of the checksum every existing manifest was written with (pinned).
+TEST(Checkpoint, StreamedChecksumMatchesTheOneShotOne) {
+  std::string bytes;
+  for (int i = 0; i < 1000; ++i) bytes.push_back(static_cast<char>((i * 37 + 11) & 0xFF));
+  EXPECT_EQ(Checksum64("", 0), 0x877e2011d918dd23ull);
+  EXPECT_EQ(Checksum64(bytes.data(), 13), 0xf2358aa412b1ef4eull);
+  EXPECT_EQ(Checksum64(bytes.data(), 1000), 0xec99424ce2c71048ull);
+  for (const std::vector<size_t>& pieces :
+       {std::vector<size_t>{1000}, {1, 999}, {7, 1, 8, 984}, {3, 3, 3, 3, 988}, {999, 1}}) {
+    Checksum64Stream sum(bytes.size());
+    size_t at = 0;
+    for (size_t n : pieces) {
+      sum.Update(bytes.data() + at, n);
+      at += n;
+    }
+    EXPECT_EQ(sum.Finish(), Checksum64(bytes.data(), bytes.size())) << pieces.size() << " pieces";
+  }
+}
+
+// Bytes of resident memory now, and the peak so far (Linux).
+int64_t ResidentBytes() {
+  std::ifstream statm("/proc/self/statm");
+  int64_t size = 0, resident = 0;
+  statm >> size >> resident;
+  return resident * static_cast<int64_t>(sysconf(_SC_PAGESIZE));
+}
+int64_t PeakResidentBytes() {
+  struct rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<int64_t>(usage.ru_maxrss) * 1024;
+}
+
+// A save streams every tensor into its file: it needs no copy of the state (issue 15: a save
+// held each shard file twice, ~1.7x the state at its peak; a 24 GB machine nearly ran out).
+TEST(Checkpoint, SaveStreamsTheStateWithoutCopyingIt) {
+  const std::string run = testing_util::FreshDir("ckpt_streamed");
+  CheckpointState state;
+  state.step = 1;
+  state.recipe_yaml = "run: {}\n";
+  state.model["w"] = torch::randn({16, 1024, 1024});  // 64 MiB each, 192 MiB in all
+  state.optimizer["w.exp_avg"] = torch::randn({16, 1024, 1024});
+  state.optimizer["w.exp_avg_sq"] = torch::rand({16, 1024, 1024});
+  const int64_t state_bytes = 3 * (int64_t{64} << 20);
+  const int64_t before = ResidentBytes();
+  absl::StatusOr<std::string> saved = SaveCheckpoint(run, state, 1);
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  const int64_t extra = PeakResidentBytes() - before;
+  EXPECT_LT(extra, state_bytes / 10)
+      << "a save's peak memory beyond the state, of " << state_bytes << " bytes";
+  CheckpointState loaded = LoadCheckpoint(*saved, true).value();
+  EXPECT_TRUE(torch::equal(loaded.model["w"], state.model["w"]));
+  EXPECT_TRUE(torch::equal(loaded.optimizer["w.exp_avg_sq"], state.optimizer["w.exp_avg_sq"]));
+}
+
+// A save that fails part way removes its step-N.tmp, and a save removes what killed ones left.
+TEST(Checkpoint, FailedSavesLeaveNoTemporaryDirectory) {
+  const std::string run = testing_util::FreshDir("ckpt_failed_save");
+  const fs::path root = fs::path(run) / "checkpoints";
+  fs::create_directories(root / "step-00000001.tmp");  // as a SIGKILL during a save leaves it
+  std::ofstream(root / "step-00000001.tmp" / "model-00000-of-00001.safetensors") << "partial";
+  CheckpointState state;
+  state.step = 2;
+  state.recipe_yaml = "run: {}\n";
+  state.model["__metadata__"] = torch::zeros({4});  // a name safetensors reserves: Write fails
+  absl::StatusOr<std::string> saved = SaveCheckpoint(run, state, 2);
+  ASSERT_FALSE(saved.ok());
+  EXPECT_NE(saved.status().message().find("reserved"), std::string::npos) << saved.status();
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(root)) left.push_back(e.path().filename().string());
+  EXPECT_TRUE(left.empty()) << left.size() << " entries, the first " << left[0];
+}
+
+// Manifests written before the seal line existed still load; inspect says they are unsealed.
+TEST(Checkpoint, UnsealedManifestOfAnOlderQatLoads) {
+  const std::string dir = testing_util::FreshDir("ckpt_unsealed");
+  testing_util::WriteTinyCorpus(dir);
+  Recipe r = testing_util::TinyRecipe(dir);
+  r.train.steps = 2;
+  r.run.save_every = 2;
+  const std::string ckpt = Train(r, *comm::MpiWorld().value()).value().checkpoint;
+  const std::string manifest_path = ckpt + "/manifest.yaml";
+  std::string text = ReadAll(manifest_path);
+  const size_t seal = text.rfind("manifest_checksum: ");
+  ASSERT_NE(seal, std::string::npos);
+  EXPECT_EQ(text.find('\n', seal), text.size() - 1);  // the last line
+  text.resize(seal);
+  std::ofstream(manifest_path, std::ios::binary | std::ios::trunc) << text;
+  CheckpointInfo info = InspectCheckpoint(ckpt).value();
+  EXPECT_TRUE(info.valid);
+  EXPECT_FALSE(info.manifest_sealed);
+  EXPECT_EQ(LoadCheckpoint(ckpt, true).value().step, 2);
+}
 
 // run.save_every_minutes: a timed save on top of the step-based ones (here: due every step).
 TEST(Checkpoint, TimedSavesAndTheManifestIndex) {

@@ -9,6 +9,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "data/tokens.h"
@@ -423,6 +424,29 @@ TEST(WindowSamplerTest, OpenErrorsNameTheShards) {
   EXPECT_CONTAINS(missing.status().message(), dir + "/missing.bin");
 
   EXPECT_FALSE(WindowSampler::Open({dir + "/small.bin"}, 0, 0).ok());
+}
+
+// A shard made with another tokenizer holds ids the model has no row for: the error names the
+// shard, the byte offset and the id, for both token widths (issue 15: it used to surface as
+// "step 1: index out of range in self").
+TEST(WindowSamplerTest, IdsOutsideTheVocabularyNameTheShardAndOffset) {
+  const testing_util::TestDir tmp;
+  std::vector<int32_t> tokens(40, 7);
+  tokens[29] = 300;
+  ASSERT_TRUE(WriteShard(tmp.path("narrow.bin"), tokens).ok());  // uint16 ids
+  tokens[29] = 70000;
+  ASSERT_TRUE(WriteShard(tmp.path("wide.bin"), tokens).ok());  // uint32 ids
+  for (const auto& [name, id, offset] :
+       {std::tuple{"narrow.bin", "300", "1082"}, std::tuple{"wide.bin", "70000", "1140"}}) {
+    const std::string shard = tmp.path(name);
+    ASSERT_TRUE(WindowSampler::Open({shard}, 8, 0).ok());  // no vocabulary given: any id
+    auto bad = WindowSampler::Open({shard}, 8, 0, /*vocab_size=*/256);
+    ASSERT_FALSE(bad.ok()) << name;
+    EXPECT_CONTAINS(bad.status().message(), shard + ": byte offset " + offset);
+    EXPECT_CONTAINS(bad.status().message(), std::string("token 29 has id ") + id +
+                                                ", outside the model's vocabulary [0, 256)");
+  }
+  EXPECT_TRUE(WindowSampler::Open({tmp.path("wide.bin")}, 8, 0, 70001).ok());
 }
 
 }  // namespace

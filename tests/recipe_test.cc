@@ -43,8 +43,13 @@ TEST(Recipe, BadRecipesGetClearMessages) {
   const std::string dir = testing_util::FreshDir("recipe_bad");
   Write(dir, "cycle_a.yaml", "base: cycle_b.yaml\n");
   Write(dir, "cycle_b.yaml", "base: cycle_a.yaml\n");
+  Write(dir, "huge.yaml", "# " + std::string(2 << 20, 'x') + "\n");
+  Write(dir, "binary.yaml", std::string("train:\n  lr: 0.1\0\n", 18));
+  std::filesystem::create_directory(dir + "/subdir");
   const std::vector<BadRecipe> cases = {
-      {"train:\n  lrr: 0.1\n", {}, {"bad.yaml:2", "unknown key 'train.lrr'", "did you mean 'train.lr'"}},
+      {"train:\n  lrr: 0.1\n",
+       {},
+       {"bad.yaml:2", "unknown key 'train.lrr'", "did you mean 'train.lr'"}},
       {"trian:\n  lr: 0.1\n", {}, {"bad.yaml:1", "unknown key 'trian'", "did you mean 'train'"}},
       {"train:\n  steps: many\n", {}, {"bad.yaml:2", "'train.steps' must be an integer", "many"}},
       {"train:\n  lr: -1\n", {}, {"'train.lr'", "out of range"}},
@@ -54,6 +59,16 @@ TEST(Recipe, BadRecipesGetClearMessages) {
       {"model: 3\n", {}, {"'model' is a section"}},
       {"base: cycle_a.yaml\n", {}, {"base cycle"}},
       {"base: missing.yaml\n", {}, {"missing.yaml", "cannot open"}},
+      // bases that are not recipe files: each used to hang, exhaust memory or read as empty
+      {"base: /dev/zero\n",
+       {},
+       {"bad.yaml:1: base '/dev/zero'", "/dev/zero", "must be a regular file", "a device"}},
+      {"base: /dev/urandom\n", {}, {"/dev/urandom", "must be a regular file"}},
+      {"base: subdir\n",
+       {},
+       {"bad.yaml:1: base 'subdir'", "must be a regular file", "a directory"}},
+      {"base: huge.yaml\n", {}, {"bad.yaml:1: base 'huge.yaml'", "too large for a recipe"}},
+      {"base: binary.yaml\n", {}, {"binary.yaml", "NUL byte at offset 16"}},
       {"", {"train.nope=1"}, {"--set train.nope=1", "unknown key 'train.nope'"}},
       {"", {"train.lr"}, {"expected KEY=VALUE"}},
       {"model:\n  hidden_size: 100\n  num_heads: 3\n", {}, {"multiple of model.num_heads"}},

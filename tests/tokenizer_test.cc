@@ -448,6 +448,8 @@ TEST(BpeTest, MalformedTokenizerJsonGetsClearErrors) {
   bad_merge.replace(bad_merge.find("\"h e\""), 5, "\"h zz\"");
   std::string huge_id = good;
   huge_id.replace(huge_id.find("\"ab\":267"), 8, "\"ab\":99999999999");
+  std::string sparse_id = good;  // valid, but would size the id table by one id (issue 15)
+  sparse_id.replace(sparse_id.find("\"ab\":267"), 8, "\"ab\":16777215");
   std::string dup_id = good;
   dup_id.replace(dup_id.find("\"ab\":267"), 8, "\"ab\":259");
   std::string regex = good;
@@ -462,6 +464,7 @@ TEST(BpeTest, MalformedTokenizerJsonGetsClearErrors) {
       {no_byte, "", "no token for byte 0x41"},
       {bad_merge, "", "zz is not in model.vocab"},
       {huge_id, "", "is not an id in [0, 16777216)"},
+      {sparse_id, "", "model.vocab[\"ab\"] has id 16777215, but the file holds only"},
       {dup_id, "", "gives id 259 to both"},
       {regex, "", "unsupported Split regex"},
       {fallback, "", "use the model's tokenizer.model"},

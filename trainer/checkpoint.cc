@@ -15,6 +15,9 @@
 #include <fstream>
 #include <map>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -28,6 +31,11 @@ namespace {
 namespace fs = std::filesystem;
 constexpr char kManifest[] = "manifest.yaml";
 constexpr char kFormat[] = "qat-checkpoint-2";
+// The manifest's last line, "manifest_checksum: HEX", seals it: Checksum64 of every byte before
+// that line. Without it an edited step (20 -> 90) passed as valid, and resume took the run for
+// finished. Manifests of qat before the seal have no such line; they load, and `qat ckpt inspect`
+// says they are unsealed. Every manifest's step must also match its directory's name (step-N).
+constexpr char kManifestSeal[] = "manifest_checksum: ";
 
 absl::Status FsyncPath(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY);
@@ -56,32 +64,58 @@ void FaultPoint(const std::string& where, int64_t step, int rank) {
   ::raise(SIGKILL);
 }
 
-uint64_t Checksum64(const void* data, size_t size) {
-  // 8 bytes at a time: xor, multiply by a large odd constant, rotate; then a final avalanche.
+// 8 bytes at a time: xor, multiply by a large odd constant, rotate; the bytes after the last
+// whole word one at a time (FNV-style); then a final avalanche.
+Checksum64Stream::Checksum64Stream(uint64_t total_size) : h_(0x9E3779B97F4A7C15ull ^ total_size) {}
+
+void Checksum64Stream::Update(const void* data, size_t size) {
   const unsigned char* p = static_cast<const unsigned char*>(data);
-  uint64_t h = 0x9E3779B97F4A7C15ull ^ size;
-  size_t i = 0;
-  for (; i + 8 <= size; i += 8) {
+  const auto word = [this](const unsigned char* bytes) {
     uint64_t w;
-    std::memcpy(&w, p + i, 8);
-    h = (h ^ w) * 0xFF51AFD7ED558CCDull;
-    h = (h << 31) | (h >> 33);
+    std::memcpy(&w, bytes, 8);
+    h_ = (h_ ^ w) * 0xFF51AFD7ED558CCDull;
+    h_ = (h_ << 31) | (h_ >> 33);
+  };
+  while (pending_size_ > 0 && size > 0) {  // complete the word begun by an earlier piece
+    pending_[pending_size_++] = *p++;
+    --size;
+    if (pending_size_ == 8) {
+      word(pending_);
+      pending_size_ = 0;
+    }
   }
-  for (; i < size; ++i) h = (h ^ p[i]) * 0x100000001B3ull;
+  for (; size >= 8; p += 8, size -= 8) word(p);
+  std::memcpy(pending_ + pending_size_, p, size);
+  pending_size_ += size;
+}
+
+uint64_t Checksum64Stream::Finish() const {
+  uint64_t h = h_;
+  for (size_t i = 0; i < pending_size_; ++i) h = (h ^ pending_[i]) * 0x100000001B3ull;
   h ^= h >> 33;
   h *= 0xC4CEB9FE1A85EC53ull;
   h ^= h >> 33;
   return h;
 }
 
+uint64_t Checksum64(const void* data, size_t size) {
+  Checksum64Stream sum(size);
+  sum.Update(data, size);
+  return sum.Finish();
+}
+
 absl::Status SaveTensors(const std::string& path, const TensorMap& tensors,
                          const std::map<std::string, std::string>& metadata) {
   kernels::SafetensorsWriter writer;
+  std::vector<torch::Tensor> kept;
   for (const auto& [k, v] : metadata) writer.SetMetadata(k, v);
   for (const auto& [name, t] : tensors) {
+    // Views of the tensors (a copy only where one is not fp32, contiguous and on the CPU), kept
+    // alive until the file is written.
     torch::Tensor c = t.detach().to(torch::kCPU, torch::kFloat32).contiguous();
-    writer.Add(name, kernels::DType::kF32, c.sizes().vec(), c.data_ptr<float>(),
-               c.numel() * sizeof(float));
+    writer.AddView(name, kernels::DType::kF32, c.sizes().vec(), c.data_ptr<float>(),
+                   c.numel() * sizeof(float));
+    kept.push_back(std::move(c));
   }
   return writer.Write(path);
 }
@@ -216,33 +250,43 @@ absl::Status IndexShardFile(const std::string& dir, const std::string& file,
   return absl::OkStatus();
 }
 
-// Writes one shard file; `written` receives its bytes (for the manifest's size and checksum).
+// Writes one shard file, streamed from the tensors (a save needs no copy of the training state);
+// `bytes` and `checksum` receive the file's size and Checksum64, for the manifest.
 absl::Status WriteSlices(const std::string& path, const std::vector<TensorSlice>& slices,
-                         std::string* written) {
+                         int64_t* bytes, uint64_t* checksum) {
   kernels::SafetensorsWriter writer;
+  std::vector<torch::Tensor> kept;  // the views' storage, until the file is written
+  kept.reserve(slices.size());
   for (const TensorSlice& t : slices) {
     torch::Tensor c = t.values.detach().to(torch::kCPU, torch::kFloat32).contiguous().reshape({-1});
     writer.SetMetadata("qat.shape." + t.name, absl::StrJoin(t.shape, ","));
     writer.SetMetadata("qat.begin." + t.name, std::to_string(t.begin));
-    writer.Add(t.name, kernels::DType::kF32, {c.numel()}, c.data_ptr<float>(),
-               c.numel() * sizeof(float));
+    writer.AddView(t.name, kernels::DType::kF32, {c.numel()}, c.data_ptr<float>(),
+                   c.numel() * sizeof(float));
+    kept.push_back(std::move(c));
   }
-  return writer.Write(path, written);
+  *bytes = writer.FileBytes();
+  Checksum64Stream sum(static_cast<uint64_t>(*bytes));
+  absl::Status s = writer.Write(path, [&sum](const char* p, size_t n) { sum.Update(p, n); });
+  *checksum = sum.Finish();
+  return s;
 }
 
-}  // namespace
-
-absl::StatusOr<std::string> SaveShardedCheckpoint(const std::string& run_dir,
-                                                  const CheckpointState& state,
-                                                  const CheckpointShard& shard,
-                                                  comm::ProcessGroup& group, int64_t keep_last) {
+absl::StatusOr<std::string> SaveShardedCheckpointInto(const fs::path& root, const fs::path& tmp_dir,
+                                                      const CheckpointState& state,
+                                                      const CheckpointShard& shard,
+                                                      comm::ProcessGroup& group,
+                                                      int64_t keep_last) {
   const int64_t rank = group.rank(), world = group.size();
-  const fs::path root = fs::path(run_dir) / "checkpoints";
   const fs::path final_dir = root / StepDirName(state.step);
-  const fs::path tmp_dir = root / (StepDirName(state.step) + ".tmp");
   std::error_code ec;
   if (rank == 0) {
-    fs::remove_all(tmp_dir, ec);
+    // What failed or killed saves left behind (a full disk stays full until it goes).
+    for (const auto& e : fs::directory_iterator(root, ec)) {
+      const std::string n = e.path().filename().string();
+      if (n.rfind("step-", 0) == 0 && absl::EndsWith(n, ".tmp")) fs::remove_all(e.path(), ec);
+    }
+    ec.clear();
     fs::create_directories(tmp_dir, ec);
     if (ec) return absl::InternalError(absl::StrCat(tmp_dir.string(), ": ", ec.message()));
   }
@@ -255,11 +299,11 @@ absl::StatusOr<std::string> SaveShardedCheckpoint(const std::string& run_dir,
   const std::vector<TensorSlice>* slices[2] = {&shard.model, &shard.optimizer};
   std::vector<int64_t> table(size_t(world) * 4, 0);  // per rank: model bytes, sum, optim bytes, sum
   for (int k = 0; k < 2; ++k) {
-    std::string bytes;
-    s = WriteSlices((tmp_dir / names[k]).string(), *slices[k], &bytes);
+    int64_t bytes = 0;
+    uint64_t sum = 0;
+    s = WriteSlices((tmp_dir / names[k]).string(), *slices[k], &bytes, &sum);
     if (!s.ok()) return s;
-    table[size_t(rank) * 4 + 2 * k] = int64_t(bytes.size());
-    const uint64_t sum = Checksum64(bytes.data(), bytes.size());
+    table[size_t(rank) * 4 + 2 * k] = bytes;
     std::memcpy(&table[size_t(rank) * 4 + 2 * k + 1], &sum, sizeof sum);
   }
   FaultPoint("checkpoint", state.step, int(rank));
@@ -317,7 +361,10 @@ absl::StatusOr<std::string> SaveShardedCheckpoint(const std::string& run_dir,
       m << YAML::EndSeq << YAML::EndMap;
     }
     m << YAML::EndMap << YAML::EndMap;
-    s = kernels::WriteFileAtomic((tmp_dir / kManifest).string(), std::string(m.c_str()) + "\n");
+    std::string manifest = std::string(m.c_str()) + "\n";
+    manifest +=
+        absl::StrFormat("%s%016x\n", kManifestSeal, Checksum64(manifest.data(), manifest.size()));
+    s = kernels::WriteFileAtomic((tmp_dir / kManifest).string(), manifest);
     if (!s.ok()) return s;
 
     fs::remove_all(final_dir, ec);  // an older checkpoint of the same step (a rerun) is replaced
@@ -343,6 +390,23 @@ absl::StatusOr<std::string> SaveShardedCheckpoint(const std::string& run_dir,
   return final_dir.string();
 }
 
+}  // namespace
+
+absl::StatusOr<std::string> SaveShardedCheckpoint(const std::string& run_dir,
+                                                  const CheckpointState& state,
+                                                  const CheckpointShard& shard,
+                                                  comm::ProcessGroup& group, int64_t keep_last) {
+  const fs::path root = fs::path(run_dir) / "checkpoints";
+  const fs::path tmp_dir = root / (StepDirName(state.step) + ".tmp");
+  absl::StatusOr<std::string> saved =
+      SaveShardedCheckpointInto(root, tmp_dir, state, shard, group, keep_last);
+  if (!saved.ok() && group.rank() == 0) {
+    std::error_code ec;  // a failed save must not hold the disk space it took
+    fs::remove_all(tmp_dir, ec);
+  }
+  return saved;
+}
+
 absl::StatusOr<std::string> SaveCheckpoint(const std::string& run_dir, const CheckpointState& state,
                                            int64_t keep_last) {
   CheckpointShard shard;
@@ -357,14 +421,35 @@ absl::StatusOr<std::string> SaveCheckpoint(const std::string& run_dir, const Che
 
 namespace {
 
-absl::StatusOr<YAML::Node> ReadManifest(const std::string& ckpt_dir) {
+absl::StatusOr<YAML::Node> ReadManifest(const std::string& ckpt_dir, bool* sealed = nullptr) {
   const std::string path = (fs::path(ckpt_dir) / kManifest).string();
   absl::StatusOr<std::string> text = kernels::ReadFile(path);
   if (!text.ok()) return text.status();
+  const size_t seal = text->rfind(absl::StrCat("\n", kManifestSeal));
+  if (sealed != nullptr) *sealed = seal != std::string::npos;
+  if (seal != std::string::npos) {
+    const std::string body = text->substr(0, seal + 1);
+    const std::string want(
+        absl::StripAsciiWhitespace(text->substr(seal + 1 + std::strlen(kManifestSeal))));
+    const std::string got = absl::StrFormat("%016x", Checksum64(body.data(), body.size()));
+    if (want != got) {
+      return absl::DataLossError(absl::StrCat(path, ": the manifest's checksum is ", got,
+                                              ", its last line says ", want,
+                                              ": it was edited or damaged after it was written"));
+    }
+  }
   try {
     YAML::Node node = YAML::Load(*text);
     if (!node.IsMap() || !node["format"] || node["format"].as<std::string>() != kFormat) {
       return absl::InvalidArgumentError(absl::StrCat(path, ": not a ", kFormat, " manifest"));
+    }
+    // step-N directories only: a checkpoint copied elsewhere may have any name.
+    const std::string dir_name = fs::path(ckpt_dir).lexically_normal().filename().string();
+    int64_t dir_step = 0;
+    if (absl::StartsWith(dir_name, "step-") && absl::SimpleAtoi(dir_name.substr(5), &dir_step) &&
+        node["step"] && node["step"].as<int64_t>() != dir_step) {
+      return absl::DataLossError(absl::StrCat(path, ": step ", node["step"].as<int64_t>(),
+                                              " does not match the directory's name, ", dir_name));
     }
     return node;
   } catch (const YAML::Exception& e) {
@@ -509,9 +594,9 @@ absl::StatusOr<CheckpointState> LoadCheckpoint(const std::string& ckpt_dir, bool
 }
 
 absl::StatusOr<CheckpointInfo> InspectCheckpoint(const std::string& ckpt_dir) {
-  absl::StatusOr<YAML::Node> manifest = ReadManifest(ckpt_dir);
-  if (!manifest.ok()) return manifest.status();
   CheckpointInfo info;
+  absl::StatusOr<YAML::Node> manifest = ReadManifest(ckpt_dir, &info.manifest_sealed);
+  if (!manifest.ok()) return manifest.status();
   info.dir = ckpt_dir;
   info.valid = true;
   try {

@@ -10,7 +10,9 @@
 //                                         recipe_hash, loss, for each file its size and 64-bit
 //                                         checksum (Checksum64, hex), and the tensor index:
 //                                         tensors: {NAME: {shape: "256,768", slices:
-//                                         [[FILE, begin, count], ...]}}
+//                                         [[FILE, begin, count], ...]}}; its last line,
+//                                         "manifest_checksum: HEX", is Checksum64 of every byte
+//                                         before it. Its step must match the directory's name.
 // A shard file is a safetensors file whose tensors are 1-D F32 slices of flattened (row-major)
 // tensors: tensor NAME holds elements [begin, begin + n) of the whole tensor, with
 // __metadata__ "qat.shape.NAME" = the whole shape ("256,768") and "qat.begin.NAME" = begin.
@@ -113,6 +115,7 @@ struct CheckpointInfo {
   std::string sharding, recipe_hash;
   double loss = 0.0;
   std::vector<CheckpointFileStatus> files;
+  bool manifest_sealed = false;  // its last line checksums it (qat before that wrote none)
   bool valid = false;
 };
 absl::StatusOr<CheckpointInfo> InspectCheckpoint(const std::string& ckpt_dir);
@@ -126,5 +129,18 @@ void FaultPoint(const std::string& where, int64_t step, int rank);
 
 // 64-bit checksum of a byte string (fast multiply-xor hash, not cryptographic).
 uint64_t Checksum64(const void* data, size_t size);
+// The same checksum over bytes that arrive in pieces (a file as it is written); the total size
+// must be known first, since it seeds the hash.
+class Checksum64Stream {
+ public:
+  explicit Checksum64Stream(uint64_t total_size);
+  void Update(const void* data, size_t size);
+  uint64_t Finish() const;  // after exactly total_size bytes
+
+ private:
+  uint64_t h_;
+  unsigned char pending_[8];  // the bytes of an unfinished 8-byte word
+  size_t pending_size_ = 0;
+};
 
 }  // namespace qat::trainer

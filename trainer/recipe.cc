@@ -266,12 +266,39 @@ absl::StatusOr<YAML::Node> ParseYaml(const std::string& text, const std::string&
   }
 }
 
+// A recipe is a few kilobytes of YAML. Only regular files are read, and only up to kMaxRecipeBytes:
+// a base of /dev/zero used to grow without bound, /dev/urandom to hang, and a directory to read as
+// an empty recipe.
+constexpr std::uintmax_t kMaxRecipeBytes = 1 << 20;
+
 absl::StatusOr<std::string> ReadText(const std::string& path) {
+  std::error_code ec;
+  const fs::file_status status = fs::status(path, ec);
+  if (ec || !fs::exists(status)) {
+    return absl::NotFoundError(absl::StrCat(path, ": cannot open recipe file (no such file)"));
+  }
+  if (!fs::is_regular_file(status)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": a recipe must be a regular file (this is ",
+                     fs::is_directory(status) ? "a directory" : "a device, pipe or socket", ")"));
+  }
+  const std::uintmax_t size = fs::file_size(path, ec);
+  if (ec) return absl::NotFoundError(absl::StrCat(path, ": cannot read the recipe's size"));
+  if (size > kMaxRecipeBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", size,
+                                                   " bytes is too large for a recipe (at most ",
+                                                   kMaxRecipeBytes, " bytes of YAML text)"));
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open recipe file"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  std::string text(static_cast<size_t>(size), '\0');
+  in.read(text.data(), static_cast<std::streamsize>(size));
+  text.resize(static_cast<size_t>(in.gcount()));
+  if (const size_t nul = text.find('\0'); nul != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": a NUL byte at offset ", nul,
+                                                   ": a recipe is YAML text, not binary data"));
+  }
+  return text;
 }
 
 // Reads `path` and its chain of bases into `leaves`, base first so the file overrides it.
@@ -295,7 +322,10 @@ absl::Status CollectFile(const std::string& path, std::vector<std::string>* chai
     }
     fs::path base_path = fs::path(path).parent_path() / base.Scalar();
     absl::Status s = CollectFile(base_path.string(), chain, schema, leaves);
-    if (!s.ok()) return s;
+    if (!s.ok()) {  // name the including file and line, as a compiler's include stack does
+      return absl::Status(s.code(), absl::StrCat(path, ":", base.Mark().line + 1, ": base '",
+                                                 base.Scalar(), "': ", s.message()));
+    }
   }
   return Flatten(*root, "", path, schema, leaves);
 }

@@ -107,13 +107,13 @@ absl::StatusOr<TrainResult> Train(const Recipe& r, comm::ProcessGroup& g) {
                                                    micro, ")"));
   }
 
-  absl::StatusOr<data::WindowSampler> train_data =
-      data::WindowSampler::Open(r.data.train, r.data.seq_len, static_cast<uint64_t>(r.run.seed));
+  absl::StatusOr<data::WindowSampler> train_data = data::WindowSampler::Open(
+      r.data.train, r.data.seq_len, static_cast<uint64_t>(r.run.seed), r.model.vocab_size);
   if (!train_data.ok()) return train_data.status();
   std::optional<data::WindowSampler> val_data;
   if (!r.data.val.empty()) {
     absl::StatusOr<data::WindowSampler> v =
-        data::WindowSampler::Open(r.data.val, r.data.seq_len, 0);
+        data::WindowSampler::Open(r.data.val, r.data.seq_len, 0, r.model.vocab_size);
     if (!v.ok()) return v.status();
     val_data = std::move(*v);
   }

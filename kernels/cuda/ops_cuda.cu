@@ -72,14 +72,13 @@ __global__ void RmsNormKernel(const float* __restrict__ x, int64_t dim, const fl
 }
 
 __global__ void RopeKernel(float* x, int64_t n, int64_t heads, int64_t head_dim,
-                           const float* __restrict__ cos_table, const float* __restrict__ sin_table,
-                           int64_t pos) {
+                           const float* __restrict__ cos_rows, const float* __restrict__ sin_rows) {
   const int64_t half = head_dim / 2, total = n * heads * half;
   for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total;
        idx += int64_t{gridDim.x} * blockDim.x) {
     const int64_t j = idx % half, head_row = idx / half, i = head_row / heads;
     float* v = x + head_row * head_dim;
-    const float c = cos_table[(pos + i) * half + j], s = sin_table[(pos + i) * half + j];
+    const float c = cos_rows[i * half + j], s = sin_rows[i * half + j];
     const float a = v[j], b = v[j + half];
     v[j] = a * c - b * s;
     v[j + half] = b * c + a * s;
@@ -202,10 +201,10 @@ int RmsNorm(const float* x, int64_t n, int64_t dim, const float* w, double eps, 
 }
 
 int Rope(float* x, int64_t n, int64_t heads, int64_t head_dim, const float* cos, const float* sin,
-         int64_t pos, void* stream) {
+         void* stream) {
   const int64_t total = n * heads * (head_dim / 2);
   if (total <= 0) return cudaSuccess;
-  RopeKernel<<<BlocksFor(total), kThreads, 0, S(stream)>>>(x, n, heads, head_dim, cos, sin, pos);
+  RopeKernel<<<BlocksFor(total), kThreads, 0, S(stream)>>>(x, n, heads, head_dim, cos, sin);
   return cudaGetLastError();
 }
 

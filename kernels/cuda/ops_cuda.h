@@ -19,10 +19,10 @@ int EmbeddingGather(const float* table, const int32_t* tokens, int64_t n, int64_
 // y = x / sqrt(mean(x^2) + eps) * w for n rows of dim.
 int RmsNorm(const float* x, int64_t n, int64_t dim, const float* w, double eps, float* y,
             void* stream);
-// Rotates n rows of `heads` heads of head_dim in place, row i at position pos + i, with the
-// tables cos/sin [max_seq_len x head_dim/2] of the CPU runtime ("rotate half").
+// Rotates n rows of `heads` heads of head_dim in place ("rotate half"), row i by the angles
+// cos/sin [n x head_dim/2] of its position (RopeRows, runtime_internal.h).
 int Rope(float* x, int64_t n, int64_t heads, int64_t head_dim, const float* cos, const float* sin,
-         int64_t pos, void* stream);
+         void* stream);
 // out (n x heads*head_dim) = causal softmax(q k^T / sqrt(head_dim)) v: query row i (position
 // pos + i) attends to cache rows 0..pos+i; query head h reads kv head h / (heads / kv_heads).
 // k_cache, v_cache: rows of kv_heads*head_dim. scores: scratch of n * heads * (pos + n) floats.

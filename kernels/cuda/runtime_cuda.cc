@@ -141,10 +141,11 @@ struct GpuModel::Impl {
   int64_t head_dim = 0, kv_dim = 0;
   cudaStream_t stream = nullptr;
   cublasHandle_t blas = nullptr;
-  DeviceBuffer embed, lm_head, final_norm, rope_cos, rope_sin;
+  DeviceBuffer embed, lm_head, final_norm;
   std::vector<GpuLayer> layers;
   // Scratch, grown to the largest forward seen (Forward is not reentrant per model).
-  mutable DeviceBuffer tokens, h, normed, q, attn, delta, gate, up, logits, scores, xq, xscales;
+  mutable DeviceBuffer tokens, h, normed, q, attn, delta, gate, up, logits, scores, xq, xscales,
+      rope_cos, rope_sin;  // the RoPE rows of the call (RopeRows, runtime_internal.h)
 
   ~Impl() {
     if (blas != nullptr) cublasDestroy(blas);
@@ -209,9 +210,7 @@ struct GpuModel::Impl {
 GpuModel::GpuModel() : impl_(std::make_unique<Impl>()) {}
 GpuModel::~GpuModel() = default;
 
-absl::StatusOr<std::unique_ptr<GpuModel>> GpuModel::Create(const ModelWeights& weights,
-                                                           const std::vector<float>& rope_cos,
-                                                           const std::vector<float>& rope_sin) {
+absl::StatusOr<std::unique_ptr<GpuModel>> GpuModel::Create(const ModelWeights& weights) {
   if (VisibleDeviceCount() == 0) {
     return absl::FailedPreconditionError("--device cuda: no CUDA GPU is visible");
   }
@@ -242,8 +241,6 @@ absl::StatusOr<std::unique_ptr<GpuModel>> GpuModel::Create(const ModelWeights& w
     QAT_RETURN_IF_ERROR(upload(&m.lm_head, weights.lm_head.dense, "lm_head.weight"));
   }
   QAT_RETURN_IF_ERROR(upload(&m.final_norm, weights.final_norm, "model.norm.weight"));
-  QAT_RETURN_IF_ERROR(upload(&m.rope_cos, rope_cos, "RoPE table"));
-  QAT_RETURN_IF_ERROR(upload(&m.rope_sin, rope_sin, "RoPE table"));
   m.layers.resize(weights.layers.size());
   for (size_t l = 0; l < weights.layers.size(); ++l) {
     const Layer& src = weights.layers[l];
@@ -316,6 +313,17 @@ absl::StatusOr<std::vector<float>> GpuModel::Forward(GpuSession& session, const 
   QAT_RETURN_IF_ERROR(Check(cudaMemcpyAsync(m.tokens.as<int32_t>(), tokens, n * sizeof(int32_t),
                                             cudaMemcpyHostToDevice, stream),
                             "copying token ids"));
+  // The host rows may go once the copies return: a pageable source is staged before they do.
+  std::vector<float> rope_cos, rope_sin;
+  RopeRows(c.rope_theta, m.head_dim, pos, n, &rope_cos, &rope_sin);
+  for (auto [buffer, rows] :
+       {std::pair{&m.rope_cos, &rope_cos}, std::pair{&m.rope_sin, &rope_sin}}) {
+    QAT_RETURN_IF_ERROR(buffer->Reserve(rows->size() * sizeof(float), "RoPE rows"));
+    QAT_RETURN_IF_ERROR(
+        Check(cudaMemcpyAsync(buffer->as<float>(), rows->data(), rows->size() * sizeof(float),
+                              cudaMemcpyHostToDevice, stream),
+              "copying RoPE rows"));
+  }
 
   float* h = m.h.as<float>();
   float* normed = m.normed.as<float>();
@@ -338,11 +346,11 @@ absl::StatusOr<std::vector<float>> GpuModel::Forward(GpuSession& session, const 
     QAT_RETURN_IF_ERROR(m.Apply(layer.q, normed, n, q));
     QAT_RETURN_IF_ERROR(m.Apply(layer.k, normed, n, k_new));
     QAT_RETURN_IF_ERROR(m.Apply(layer.v, normed, n, v_new));
-    QAT_RETURN_IF_ERROR(Check(Rope(q, n, c.num_heads, m.head_dim, m.rope_cos.as<float>(),
-                                   m.rope_sin.as<float>(), pos, stream),
-                              where));
+    QAT_RETURN_IF_ERROR(Check(
+        Rope(q, n, c.num_heads, m.head_dim, m.rope_cos.as<float>(), m.rope_sin.as<float>(), stream),
+        where));
     QAT_RETURN_IF_ERROR(Check(Rope(k_new, n, c.num_kv_heads, m.head_dim, m.rope_cos.as<float>(),
-                                   m.rope_sin.as<float>(), pos, stream),
+                                   m.rope_sin.as<float>(), stream),
                               where));
     QAT_RETURN_IF_ERROR(Check(
         Attention(q, session.k_cache[l].as<float>(), session.v_cache[l].as<float>(), n, pos,

@@ -60,10 +60,8 @@ class GpuSession {
 
 class GpuModel {
  public:
-  // Copies the weights to GPU 0. rope_cos/rope_sin: the CPU runtime's tables.
-  static absl::StatusOr<std::unique_ptr<GpuModel>> Create(const ModelWeights& weights,
-                                                          const std::vector<float>& rope_cos,
-                                                          const std::vector<float>& rope_sin);
+  // Copies the weights to GPU 0.
+  static absl::StatusOr<std::unique_ptr<GpuModel>> Create(const ModelWeights& weights);
   ~GpuModel();
   std::unique_ptr<GpuSession> NewSession() const;
   // Runs tokens (already checked against the vocabulary and max_seq_len) at positions

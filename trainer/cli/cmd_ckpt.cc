@@ -40,9 +40,11 @@ int CkptMain(int argc, char** argv) {
       all_valid = false;
       continue;
     }
-    std::printf("%s: step %lld, loss %.5f, %lld rank(s), sharding %s, recipe %s, %s\n", d.c_str(),
+    std::printf("%s: step %lld, loss %.5f, %lld rank(s), sharding %s, recipe %s, %s%s\n", d.c_str(),
                 (long long)info->step, info->loss, (long long)info->world_size,
-                info->sharding.c_str(), info->recipe_hash.c_str(), info->valid ? "valid" : "INVALID");
+                info->sharding.c_str(), info->recipe_hash.c_str(),
+                info->valid ? "valid" : "INVALID",
+                info->manifest_sealed ? "" : " (manifest unsealed: written by an older qat)");
     for (const auto& f : info->files) {
       std::printf("  %-24s %12lld bytes  %s  %s\n", f.name.c_str(), (long long)f.bytes,
                   f.checksum.c_str(), f.status.c_str());

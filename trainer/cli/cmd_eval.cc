@@ -219,7 +219,8 @@ int EvalMain(int argc, char** argv) {
     if (data.empty() && (!with_tasks || args.Has("metrics"))) data = loaded->recipe.data.val;
     if (seq_len == 0) seq_len = loaded->recipe.data.seq_len;
     if (!data.empty()) {
-      absl::StatusOr<data::WindowSampler> val = data::WindowSampler::Open(data, seq_len, 0);
+      absl::StatusOr<data::WindowSampler> val =
+          data::WindowSampler::Open(data, seq_len, 0, loaded->recipe.model.vocab_size);
       if (!val.ok()) return Fail("eval", std::string(val.status().message()));
       absl::StatusOr<trainer::LmEval> r = trainer::EvaluateTorch(loaded->model, *val, *windows, 8);
       if (!r.ok()) return Fail("eval", std::string(r.status().message()));
@@ -271,7 +272,8 @@ int EvalMain(int argc, char** argv) {
     }
     if (seq_len == 0) seq_len = std::min<int64_t>(128, (*model)->config().max_seq_len);
     if (!data.empty()) {
-      absl::StatusOr<data::WindowSampler> val = data::WindowSampler::Open(data, seq_len, 0);
+      absl::StatusOr<data::WindowSampler> val =
+          data::WindowSampler::Open(data, seq_len, 0, (*model)->config().vocab_size);
       if (!val.ok()) return Fail("eval", std::string(val.status().message()));
       absl::StatusOr<trainer::LmEval> r = trainer::EvaluatePacked(**model, *val, *windows);
       if (!r.ok()) return Fail("eval", std::string(r.status().message()));

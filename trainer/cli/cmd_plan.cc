@@ -180,7 +180,8 @@ int PlanMain(int argc, char** argv) {
                                      c.max_seq_len));
   }
   const std::vector<std::string> calib = args.GetAll("calib");
-  absl::StatusOr<data::WindowSampler> sampler = data::WindowSampler::Open(calib, T, 0);
+  absl::StatusOr<data::WindowSampler> sampler =
+      data::WindowSampler::Open(calib, T, 0, c.vocab_size);
   if (!sampler.ok()) return Fail("plan", "--calib: " + std::string(sampler.status().message()));
   absl::StatusOr<torch::Tensor> inputs = ptq::CalibrationWindows(*sampler, *windows);
   if (!inputs.ok()) return Fail("plan", "--calib: " + std::string(inputs.status().message()));

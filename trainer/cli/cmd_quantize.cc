@@ -38,17 +38,11 @@ trainer::TensorMap LatentWeights(trainer::CausalLM& model) {
 absl::StatusOr<torch::Tensor> CalibrationWindows(const std::vector<std::string>& shards,
                                                  int64_t windows, int64_t seq_len, uint64_t seed,
                                                  int64_t vocab_size) {
-  absl::StatusOr<data::WindowSampler> sampler = data::WindowSampler::Open(shards, seq_len, seed);
+  absl::StatusOr<data::WindowSampler> sampler =
+      data::WindowSampler::Open(shards, seq_len, seed, vocab_size);
   if (!sampler.ok()) return sampler.status();
   std::vector<int32_t> ids(static_cast<size_t>(windows * (seq_len + 1)));
   sampler->Fill(/*step=*/0, /*first=*/0, windows, ids.data());
-  for (size_t i = 0; i < ids.size(); ++i) {
-    if (ids[i] < 0 || ids[i] >= vocab_size) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--calib: token id ", ids[i], " is outside the model's vocabulary of ",
-                       vocab_size, " (were the shards made with this model's tokenizer?)"));
-    }
-  }
   return torch::from_blob(ids.data(), {windows, seq_len + 1}, torch::kInt32).to(torch::kInt64);
 }
 
