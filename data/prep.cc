@@ -137,6 +137,12 @@ absl::StatusOr<PrepStats> Prep(const PrepOptions& options) {
     if (!s.ok()) return s;
     ++(is_val[i] ? stats.val_documents : stats.train_documents);
   }
+  if (docs.size() == 1) {
+    stats.warning = absl::StrCat(
+        "val.bin is empty: the input holds one document (", absl::StrJoin(options.inputs, ", "),
+        "), which goes to train.bin; a run with data.val set to it will fail. Give several files, "
+        "or --fortune for files of documents separated by lines holding only \"%\"");
+  }
   stats.tokenizer_kind = (*tokenizer)->kind();
   stats.vocab_size = (*tokenizer)->vocab_size();
   stats.documents = static_cast<int64_t>(docs.size());

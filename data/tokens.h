@@ -94,6 +94,7 @@ struct PrepStats {
   int64_t train_tokens = 0, val_tokens = 0;
   std::string tokenizer_kind;  // "byte", "bpe" or "sentencepiece"
   int64_t vocab_size = 0;
+  std::string warning;  // non-empty: a split came out empty, and why (the CLI prints it)
 };
 // Tokenizes documents (BOS + tokens + EOS each; BOS only when the tokenizer has one distinct from
 // EOS) and splits them into train.bin / val.bin.

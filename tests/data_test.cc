@@ -291,6 +291,10 @@ TEST(PrepTest, GuaranteesBothSplitsAndHandlesPlainFiles) {
   EXPECT_EQ(single->train_documents, 1);
   EXPECT_EQ(single->val_documents, 0);
   EXPECT_EQ(single->val_tokens, 0);
+  EXPECT_CONTAINS(single->warning, "val.bin is empty: the input holds one document");
+  EXPECT_CONTAINS(single->warning, dir + "/y.txt");
+  options.inputs = {dir + "/x.txt", dir + "/y.txt"};
+  EXPECT_EQ(Prep(options).value().warning, "");  // two documents: both splits get one
 }
 
 TEST(PrepTest, ErrorsNameTheInput) {

@@ -46,6 +46,7 @@ int PrepMain(int argc, char** argv) {
               (long long)stats->documents, opt.out_dir.c_str(), (long long)stats->train_documents,
               (long long)stats->train_tokens, opt.out_dir.c_str(), (long long)stats->val_documents,
               (long long)stats->val_tokens);
+  if (!stats->warning.empty()) std::fprintf(stderr, "prep: warning: %s\n", stats->warning.c_str());
   return 0;
 }
 
