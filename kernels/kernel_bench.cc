@@ -126,7 +126,10 @@ void RunCpuKernelBench(const KernelBenchOptions& options, ThreadPool& pool,
   std::fprintf(out, "%-12s %-5s %-14s %11s %11s %8s %8s %6s\n", "shape", "op", "format", "ours_us",
                "fp32_us", "speedup", "GB/s", "%bw");
   FastRandom rng(7);
-  for (const auto& [rows, cols] : options.shapes) {
+  for (const auto& shape_pair : options.shapes) {
+    // Plain locals, not structured bindings: the lambdas below capture them (C++17 forbids
+    // capturing a binding, which clang enforces).
+    const int64_t rows = shape_pair.first, cols = shape_pair.second;
     const int64_t weights = rows * cols;
     // Fewer calls where one fp32 call streams about a GB (2 cores take seconds per call).
     int iters = options.quick ? 3 : std::max(options.iters, 1);
