@@ -335,14 +335,20 @@ void SafetensorsWriter::SetMetadata(const std::string& key, const std::string& v
 
 void SafetensorsWriter::Add(const std::string& name, DType dtype, std::vector<int64_t> shape,
                             const void* data, size_t bytes) {
-  Entry e{name, dtype, std::move(shape)};
+  Entry e;
+  e.name = name;
+  e.dtype = dtype;
+  e.shape = std::move(shape);
   if (data != nullptr) e.owned.assign(static_cast<const char*>(data), bytes);
   entries_.push_back(std::move(e));
 }
 
 void SafetensorsWriter::AddView(const std::string& name, DType dtype, std::vector<int64_t> shape,
                                 const void* data, size_t bytes) {
-  Entry e{name, dtype, std::move(shape)};
+  Entry e;
+  e.name = name;
+  e.dtype = dtype;
+  e.shape = std::move(shape);
   e.view = data != nullptr ? static_cast<const char*>(data) : "";
   e.view_bytes = data != nullptr ? bytes : 0;
   entries_.push_back(std::move(e));
