@@ -335,12 +335,12 @@ void SafetensorsWriter::SetMetadata(const std::string& key, const std::string& v
 
 void SafetensorsWriter::Add(const std::string& name, DType dtype, std::vector<int64_t> shape,
                             const void* data, size_t bytes) {
-  Entry e;
-  e.name = name;
-  e.dtype = dtype;
-  e.shape = std::move(shape);
-  if (data != nullptr) e.owned.assign(static_cast<const char*>(data), bytes);
-  entries_.push_back(std::move(e));
+  // A view of the caller's bytes, then turned into a copy of them.
+  AddView(name, dtype, std::move(shape), data, bytes);
+  Entry& e = entries_.back();
+  if (data != nullptr) e.owned.assign(e.view, bytes);
+  e.view = nullptr;
+  e.view_bytes = 0;
 }
 
 void SafetensorsWriter::AddView(const std::string& name, DType dtype, std::vector<int64_t> shape,

@@ -1,9 +1,7 @@
 // Checkpoints: a truncated, bit-flipped or missing file is detected by its manifest and skipped;
 // resume picks the newest valid checkpoint.
 #include <gtest/gtest.h>
-#include <sys/resource.h>
 #include <torch/torch.h>
-#include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
 #include <cstdio>
@@ -12,6 +10,7 @@
 #include <sstream>
 
 #include "comm/process_group.h"
+#include "process_memory.h"
 #include "torch_test_util.h"
 #include "trainer/checkpoint.h"
 #include "trainer/train.h"
@@ -117,19 +116,6 @@ TEST(Checkpoint, StreamedChecksumMatchesTheOneShotOne) {
   }
 }
 
-// Bytes of resident memory now, and the peak so far (Linux).
-int64_t ResidentBytes() {
-  std::ifstream statm("/proc/self/statm");
-  int64_t size = 0, resident = 0;
-  statm >> size >> resident;
-  return resident * static_cast<int64_t>(sysconf(_SC_PAGESIZE));
-}
-int64_t PeakResidentBytes() {
-  struct rusage usage;
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<int64_t>(usage.ru_maxrss) * 1024;
-}
-
 // A save streams every tensor into its file: it needs no copy of the state (issue 15: a save
 // held each shard file twice, ~1.7x the state at its peak; a 24 GB machine nearly ran out).
 TEST(Checkpoint, SaveStreamsTheStateWithoutCopyingIt) {
@@ -141,10 +127,10 @@ TEST(Checkpoint, SaveStreamsTheStateWithoutCopyingIt) {
   state.optimizer["w.exp_avg"] = torch::randn({16, 1024, 1024});
   state.optimizer["w.exp_avg_sq"] = torch::rand({16, 1024, 1024});
   const int64_t state_bytes = 3 * (int64_t{64} << 20);
-  const int64_t before = ResidentBytes();
+  const int64_t before = testing_util::ResidentBytes();
   absl::StatusOr<std::string> saved = SaveCheckpoint(run, state, 1);
   ASSERT_TRUE(saved.ok()) << saved.status();
-  const int64_t extra = PeakResidentBytes() - before;
+  const int64_t extra = testing_util::PeakResidentBytes() - before;
   EXPECT_LT(extra, state_bytes / 10)
       << "a save's peak memory beyond the state, of " << state_bytes << " bytes";
   CheckpointState loaded = LoadCheckpoint(*saved, true).value();

@@ -4,12 +4,10 @@
 #include "kernels/runtime.h"
 
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
@@ -21,6 +19,7 @@
 #include "kernels/lowbit.h"
 #include "kernels/safetensors.h"
 #include "kernels/ternary.h"
+#include "process_memory.h"
 #include "test_dir.h"
 
 namespace qat::kernels {
@@ -541,14 +540,6 @@ TEST(RuntimeTest, PrefillThenDecodeMatchesOneForward) {
   }
 }
 
-// Resident memory of this process in bytes (Linux: /proc/self/statm's second field, in pages).
-int64_t ResidentBytes() {
-  std::ifstream statm("/proc/self/statm");
-  int64_t size = 0, resident = 0;
-  statm >> size >> resident;
-  return resident * static_cast<int64_t>(sysconf(_SC_PAGESIZE));
-}
-
 // qat.max_seq_len is a limit, not an allocation: a file claiming 2^24 positions used to make the
 // runtime build RoPE tables of 2^24 rows at load (1 GiB at this head_dim, 128 GiB at 128).
 TEST(RuntimeTest, HugeMaxSeqLenAllocatesNothingUntilUsed) {
@@ -566,14 +557,14 @@ TEST(RuntimeTest, HugeMaxSeqLenAllocatesNothingUntilUsed) {
   ASSERT_TRUE(want.ok()) << want.status();
 
   const std::string path = huge.Write("huge");
-  const int64_t before = ResidentBytes();
+  const int64_t before = testing_util::ResidentBytes();
   std::unique_ptr<PackedModel> model = LoadOrDie(path, 1);
   ASSERT_NE(model, nullptr);
   EXPECT_EQ(model->config().max_seq_len, int64_t{1} << 24);
   Session session = model->NewSession();
   absl::StatusOr<std::vector<float>> got = session.Forward(tokens.data(), 12);
   ASSERT_TRUE(got.ok()) << got.status();
-  EXPECT_LT(ResidentBytes() - before, int64_t{64} << 20) << "loading and 12 tokens";
+  EXPECT_LT(testing_util::ResidentBytes() - before, int64_t{64} << 20) << "loading and 12 tokens";
   EXPECT_EQ(*got, *want);  // the same angles, computed per call instead of from a table
 }
 

@@ -76,13 +76,15 @@ void Checksum64Stream::Update(const void* data, size_t size) {
     h_ = (h_ ^ w) * 0xFF51AFD7ED558CCDull;
     h_ = (h_ << 31) | (h_ >> 33);
   };
-  while (pending_size_ > 0 && size > 0) {  // complete the word begun by an earlier piece
-    pending_[pending_size_++] = *p++;
-    --size;
-    if (pending_size_ == 8) {
-      word(pending_);
-      pending_size_ = 0;
-    }
+  if (pending_size_ > 0) {  // complete the word begun by an earlier piece
+    const size_t take = std::min(size, sizeof pending_ - pending_size_);
+    std::memcpy(pending_ + pending_size_, p, take);
+    pending_size_ += take;
+    p += take;
+    size -= take;
+    if (pending_size_ < sizeof pending_) return;
+    word(pending_);
+    pending_size_ = 0;
   }
   for (; size >= 8; p += 8, size -= 8) word(p);
   std::memcpy(pending_ + pending_size_, p, size);
