@@ -1,33 +1,42 @@
-// Where a rank runs: its local rank among the ranks on the same host, found the nccl-tests way
-// (each rank hashes its host name, the hashes are all-gathered over MPI, and the local rank is the
-// number of lower ranks with the same hash). The NCCL backend gives local rank L the GPU L.
+// Where a rank runs: its node, its local rank among the ranks of that node, and the cores the
+// node's ranks may use. The node is MPI's, not a host name's: the ranks that share memory
+// (MPI_Comm_split_type with MPI_COMM_TYPE_SHARED), so hosts that share a name (containers,
+// network namespaces) are still told apart. The NCCL backend gives local rank L the GPU L; the
+// trainer divides the node's cores between its ranks.
 #pragma once
 
-#include <cstdint>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
 
 namespace qat::comm {
 
-// FNV-1a 64 of the host name up to its first '.' (as nccl-tests: "node1" and
-// "node1.cluster" are one host).
-uint64_t HostHash(std::string_view host_name);
-
-// The number of ranks below `rank` whose hash equals hashes[rank]. -1 if rank is out of range.
-int LocalRankFromHostHashes(const std::vector<uint64_t>& hashes, int rank);
-
 struct LocalPlacement {
   int rank = 0;
   int size = 1;
-  int local_rank = 0;  // rank among the ranks on this host
-  int local_size = 1;  // ranks on this host
-  std::string host;
+  int local_rank = 0;  // rank among the ranks on this node (in world-rank order)
+  int local_size = 1;  // ranks on this node
+  int node = 0;        // this rank's node; nodes are numbered in the order of their lowest rank
+  int nodes = 1;       // nodes in the job
+  // Physical cores the ranks of this node may run on together: the union of their CPU affinity
+  // masks, one per core (hyperthreads of a core count once, as libtorch's default thread count),
+  // capped by the CPU quota of their cgroup. At least 1.
+  int node_cores = 1;
+  std::string host;                    // this rank's host name (MPI_Get_processor_name)
+  std::vector<int> rank_node;          // every rank's node
+  std::vector<std::string> rank_host;  // every rank's host name
 };
 
 // Collective over MPI_COMM_WORLD (initialises MPI if needed).
 absl::StatusOr<LocalPlacement> MpiLocalPlacement();
+
+// The pieces of node_cores, for one process (exposed for tests):
+// the physical cores among `cpus` (CPU numbers) per /sys/devices/system/cpu/cpuN/topology (the
+// count of `cpus` when the topology cannot be read) ...
+int PhysicalCores(const std::vector<int>& cpus);
+// ... and the CPU quota of this process's cgroup (v2 cpu.max, v1 cfs_quota_us, the tightest of
+// its ancestors), rounded up to whole CPUs; 0 when there is none.
+int CgroupCpuLimit();
 
 }  // namespace qat::comm

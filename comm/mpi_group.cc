@@ -111,6 +111,7 @@ struct MpiState {
   std::string broken;                // why the group is unusable; empty while it is fine
   std::vector<MPI_Request> orphans;  // requests of timed-out collectives
   int64_t started = 0;               // collectives started on this rank
+  std::vector<std::string> hosts;    // every rank's host name, to name the missing ones
   std::vector<std::unique_ptr<int64_t>> answers;  // payloads of answers being sent
   std::vector<MPI_Request> answer_requests;
 
@@ -181,7 +182,9 @@ struct MpiState {
     for (int peer = 0; peer < size; ++peer) {
       if (peer == rank) continue;
       if (counts[peer] < 0) {
-        silent.push_back(std::to_string(peer));
+        silent.push_back(static_cast<size_t>(peer) < hosts.size()
+                             ? absl::StrCat(peer, " (on ", hosts[peer], ")")
+                             : std::to_string(peer));
       } else if (counts[peer] < mine) {
         behind.push_back(absl::StrCat(peer, " (at collective #", counts[peer], ")"));
       }
@@ -532,6 +535,21 @@ absl::StatusOr<std::shared_ptr<ProcessGroup>> NewMpiGroup(const ProcessGroupOpti
   MPI_Comm_size(state->comm, &state->size);
   if (const int rc = MPI_Comm_dup(MPI_COMM_WORLD, &state->roll_comm); rc != MPI_SUCCESS) {
     return absl::InternalError(absl::StrCat("comm: MPI_Comm_dup failed: ", MpiErrorText(rc)));
+  }
+  // Host names, so that a roll call can say where a silent peer runs.
+  char name[MPI_MAX_PROCESSOR_NAME] = {};
+  int len = 0;
+  MPI_Get_processor_name(name, &len);
+  std::vector<char> all(static_cast<size_t>(state->size) * MPI_MAX_PROCESSOR_NAME);
+  if (const int rc = MPI_Allgather(name, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, all.data(),
+                                   MPI_MAX_PROCESSOR_NAME, MPI_CHAR, state->comm);
+      rc != MPI_SUCCESS) {
+    return absl::InternalError(
+        absl::StrCat("comm: all-gathering host names failed: ", MpiErrorText(rc)));
+  }
+  for (int r = 0; r < state->size; ++r) {
+    const char* h = &all[static_cast<size_t>(r) * MPI_MAX_PROCESSOR_NAME];
+    state->hosts.emplace_back(h, strnlen(h, MPI_MAX_PROCESSOR_NAME - 1));
   }
   return std::shared_ptr<ProcessGroup>(std::make_shared<MpiGroup>(std::move(state)));
 }

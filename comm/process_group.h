@@ -136,10 +136,10 @@ absl::StatusOr<std::shared_ptr<ProcessGroup>> MpiWorld();
 absl::StatusOr<std::shared_ptr<ProcessGroup>> NewMpiGroup(const ProcessGroupOptions& options);
 
 // A new NCCL group of all MPI ranks, the nccl-tests way: rank and size from MPI, the local rank
-// from the host names (ranks on the same host numbered in rank order), one GPU per rank
-// (cudaSetDevice(local rank)), rank 0 makes the ncclUniqueId and MPI broadcasts it. Collective.
-// Unimplemented when this build has no NCCL (built without CUDA); FailedPrecondition on every rank
-// when some rank has no GPU of its own.
+// from MPI's shared-memory split (comm/bootstrap.h: ranks on one node in rank order), one GPU per
+// rank (cudaSetDevice(local rank)), rank 0 makes the ncclUniqueId and MPI broadcasts it.
+// Collective. Unimplemented when this build has no NCCL (built without CUDA); FailedPrecondition on
+// every rank when some rank has no GPU of its own.
 absl::StatusOr<std::shared_ptr<ProcessGroup>> NewNcclGroup(const ProcessGroupOptions& options);
 // Whether this build has the NCCL backend.
 bool NcclBuilt();

@@ -9,6 +9,9 @@
 // next test starts in step again.
 #include <gtest/gtest.h>
 
+#include <sched.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -273,36 +276,38 @@ TEST(Bf16Test, ConvertsWithRoundToNearestEven) {
   EXPECT_TRUE(std::isnan(Bf16ToFloat(FloatToBf16(NAN))));
 }
 
-TEST(BootstrapTest, LocalRankCountsLowerRanksOnTheSameHost) {
-  const uint64_t a = HostHash("node-a"), b = HostHash("node-b");
-  EXPECT_NE(a, b);
-  EXPECT_EQ(HostHash("node-a.cluster.example"), a);  // the domain does not count
-  const std::vector<uint64_t> hashes = {a, b, a, a, b};
-  const int want[] = {0, 0, 1, 2, 1};
-  for (int r = 0; r < 5; ++r) EXPECT_EQ(LocalRankFromHostHashes(hashes, r), want[r]) << r;
-  EXPECT_EQ(LocalRankFromHostHashes(hashes, 5), -1);
-  EXPECT_EQ(LocalRankFromHostHashes(hashes, -1), -1);
-}
-
-TEST(BootstrapTest, MpiLocalPlacementAgreesWithTheHostNames) {
+TEST(BootstrapTest, MpiLocalPlacementFindsOneNodeHere) {
+  // Every rank of the ctest jobs runs on this machine: one node, local ranks in world order.
   std::shared_ptr<ProcessGroup> world = World();
   const LocalPlacement p = MpiLocalPlacement().value();
   EXPECT_EQ(p.rank, world->rank());
   EXPECT_EQ(p.size, world->size());
-  // Recompute from the full names (not hashes) gathered over the world group.
-  constexpr int kName = 256;
-  std::vector<char> mine(kName, 0), all(kName * world->size());
-  const std::string host = p.host.substr(0, p.host.find('.'));
-  std::memcpy(mine.data(), host.data(), std::min<size_t>(host.size(), kName - 1));
-  ASSERT_TRUE(world->AllGather(mine.data(), all.data(), kName, DataType::kU8).ok());
-  int local = 0, local_size = 0;
-  for (int r = 0; r < world->size(); ++r) {
-    const bool same = std::strcmp(&all[r * kName], mine.data()) == 0;
-    local += same && r < p.rank;
-    local_size += same;
+  EXPECT_EQ(p.nodes, 1);
+  EXPECT_EQ(p.node, 0);
+  EXPECT_EQ(p.local_rank, p.rank);
+  EXPECT_EQ(p.local_size, p.size);
+  ASSERT_EQ(p.rank_node.size(), static_cast<size_t>(p.size));
+  ASSERT_EQ(p.rank_host.size(), static_cast<size_t>(p.size));
+  EXPECT_EQ(p.rank_host[p.rank], p.host);
+  for (int r = 0; r < p.size; ++r) EXPECT_EQ(p.rank_host[r], p.host) << r;
+  // The node's cores: at least this process's own physical cores (the union of the ranks' masks
+  // holds its own), at most the machine's CPUs, within any cgroup quota.
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  ASSERT_EQ(sched_getaffinity(0, sizeof(set), &set), 0);
+  std::vector<int> own;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (CPU_ISSET(c, &set)) own.push_back(c);
   }
-  EXPECT_EQ(p.local_rank, local);
-  EXPECT_EQ(p.local_size, local_size);
+  const int limit = CgroupCpuLimit();
+  EXPECT_GE(p.node_cores, 1);
+  EXPECT_GE(p.node_cores, limit > 0 ? std::min(limit, PhysicalCores(own)) : PhysicalCores(own));
+  EXPECT_LE(p.node_cores, static_cast<int>(std::thread::hardware_concurrency()));
+  if (limit > 0) {
+    EXPECT_LE(p.node_cores, limit);
+  }
+  EXPECT_EQ(PhysicalCores({}), 0);
+  EXPECT_LE(PhysicalCores(own), static_cast<int>(own.size()));
 }
 
 TEST(MpiGroupTest, EveryCollectiveMatchesTheSingleProcessComputation) {

@@ -12,9 +12,12 @@
 #include <memory>
 #include <string>
 
+#include "absl/strings/str_cat.h"
+#include "comm/bootstrap.h"
 #include "comm/process_group.h"
 #include "torch_test_util.h"
 #include "trainer/checkpoint.h"
+#include "trainer/placement.h"
 #include "trainer/sharding.h"
 #include "trainer/train.h"
 
@@ -295,6 +298,59 @@ TEST(Sharding, ResumeIsBitIdentical) {
     }
     ASSERT_TRUE(w.Barrier().ok());
   }
+}
+
+// Threads per rank (trainer/placement.h): the rule, and what every rank applies and reports.
+TEST(Placement, ThreadsComeFromTheRecipeThenTheEnvironmentThenTheNode) {
+  EXPECT_EQ(ChooseThreads(3, "5", 16, 2).threads, 3);
+  EXPECT_EQ(ChooseThreads(3, "5", 16, 2).source, "train.threads");
+  EXPECT_EQ(ChooseThreads(0, "5", 16, 2).threads, 5);
+  EXPECT_EQ(ChooseThreads(0, "5", 16, 2).source, "OMP_NUM_THREADS");
+  EXPECT_EQ(ChooseThreads(0, nullptr, 16, 2).threads, 8);
+  EXPECT_EQ(ChooseThreads(0, nullptr, 16, 2).source, "cores / ranks");
+  EXPECT_EQ(ChooseThreads(0, "", 16, 3).threads, 5);    // an empty variable is no choice
+  EXPECT_EQ(ChooseThreads(0, "two", 2, 4).threads, 1);  // nor is a word; never 0 threads
+  EXPECT_EQ(ChooseThreads(0, "0", 2, 1).threads, 2);
+}
+
+TEST(Placement, EveryRankAppliesItsChoiceAndTheLineNamesTheNode) {
+  comm::ProcessGroup& w = World();
+  const comm::LocalPlacement p = comm::MpiLocalPlacement().value();
+  const int before = at::get_num_threads();
+  const std::string line = SetThreadsPerRank(3, p, w).value();
+  EXPECT_EQ(at::get_num_threads(), 3);
+  EXPECT_NE(line.find("(1 node):"), std::string::npos) << line;
+  EXPECT_NE(line.find(absl::StrCat("node 0 (", p.host, "): ", w.size(), " ranks, ", p.node_cores,
+                                   p.node_cores == 1 ? " core" : " cores",
+                                   " -> 3 threads (train.threads)")),
+            std::string::npos)
+      << line;
+  at::set_num_threads(before);
+}
+
+TEST(Placement, SharedRunDirIsCheckedOnEveryRank) {
+  comm::ProcessGroup& w = World();
+  SharedDir shared;
+  const comm::LocalPlacement p = comm::MpiLocalPlacement().value();
+  const std::string run = shared.dir() + "/run";
+  EXPECT_TRUE(CheckSharedRunDir(run, p, w).ok());
+  EXPECT_TRUE(fs::is_directory(run));
+  EXPECT_TRUE(fs::is_empty(run));  // the check's file is gone
+  ASSERT_TRUE(w.Barrier().ok());
+  // A directory of each rank's own (what nodes without a shared filesystem see): every rank but
+  // 0 is named, with its host.
+  const std::string own = absl::StrCat(shared.dir(), "/own-", w.rank());
+  const absl::Status s = CheckSharedRunDir(own, p, w);
+  if (w.rank() != 0) fs::remove_all(own);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  const std::string m(s.message());
+  for (int r = 1; r < w.size(); ++r) {
+    EXPECT_NE(m.find(absl::StrCat("rank ", r, " (node 0, host ", p.host, ")")), std::string::npos)
+        << m;
+  }
+  EXPECT_EQ(m.find("every rank: rank 0 "), std::string::npos) << m;
+  EXPECT_NE(m.find("a filesystem they all share"), std::string::npos) << m;
 }
 
 }  // namespace

@@ -1,9 +1,11 @@
 // qat train RECIPE [--set key=value]...   and   qat recipe check|show|schema RECIPE
 #include <cstdio>
 
+#include "comm/bootstrap.h"
 #include "comm/process_group.h"
 #include "trainer/cli/commands.h"
 #include "trainer/cli/flags.h"
+#include "trainer/placement.h"
 #include "trainer/recipe.h"
 #include "trainer/train.h"
 
@@ -24,15 +26,26 @@ int TrainMain(int argc, char** argv) {
   if (!recipe.ok()) return Fail("train", std::string(recipe.status().message()));
   absl::StatusOr<std::shared_ptr<comm::ProcessGroup>> world = comm::MpiWorld();
   if (!world.ok()) return Fail("train", std::string(world.status().message()));
-  absl::StatusOr<trainer::TrainResult> result = trainer::Train(*recipe, **world);
-  if (!result.ok()) {
+  auto failed = [&](const absl::Status& status) {
     const std::string message = "qat train: error (rank " + std::to_string((*world)->rank()) +
-                                "): " + std::string(result.status().message());
+                                "): " + std::string(status.message());
     // With peers, a failing rank stops the whole job instead of leaving them in a collective.
     if ((*world)->size() > 1) comm::AbortJob(message);
     std::fprintf(stderr, "%s\n", message.c_str());
     return 1;
+  };
+  // Where the ranks run: threads per rank from each node's own cores, and one run directory.
+  absl::StatusOr<comm::LocalPlacement> placement = comm::MpiLocalPlacement();
+  if (!placement.ok()) return failed(placement.status());
+  absl::StatusOr<std::string> threads =
+      trainer::SetThreadsPerRank(recipe->train.threads, *placement, **world);
+  if (!threads.ok()) return failed(threads.status());
+  if ((*world)->rank() == 0) std::printf("%s\n", threads->c_str()), std::fflush(stdout);
+  if (absl::Status s = trainer::CheckSharedRunDir(recipe->run.dir, *placement, **world); !s.ok()) {
+    return failed(s);
   }
+  absl::StatusOr<trainer::TrainResult> result = trainer::Train(*recipe, **world);
+  if (!result.ok()) return failed(result.status());
   if ((*world)->rank() == 0) {
     std::printf("train: done at step %lld, loss %.4f, val_loss %.4f, checkpoint %s\n",
                 (long long)result->final_step, result->final_loss, result->val_loss,
