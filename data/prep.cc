@@ -1,19 +1,24 @@
-// `qat prep`: text files -> documents -> BOS + tokens + EOS streams in train.bin / val.bin, with the
-// byte tokenizer or a model's own (tokenizer.json / tokenizer.model, see tokens.h).
-//
-// Which split a document goes to depends only on (seed, its index among the kept documents), so
-// the same inputs and seed always give the same files.
+// `qat prep` (data/prep.h): documents -> BOS + tokens + EOS streams in train and val shards.
+#include "data/prep.h"
+
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
+#include <optional>
 #include <system_error>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
+#include "absl/strings/str_format.h"
+#include "data/documents.h"
 #include "data/tokens.h"
-#include "kernels/safetensors.h"
+#include "kernels/thread_pool.h"
 
 namespace qat::data {
 namespace {
+namespace fs = std::filesystem;
 
 uint64_t SplitMix64(uint64_t x) {
   x += 0x9E3779B97F4A7C15ull;
@@ -22,142 +27,265 @@ uint64_t SplitMix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-// A uniform draw in [0, 1) for document `index` under `seed`.
-double DocumentDraw(uint64_t seed, uint64_t index) {
-  const uint64_t h = SplitMix64(SplitMix64(seed) ^ index);
-  return static_cast<double>(h >> 11) * 0x1.0p-53;
+// FNV-1a 64 of the text, 8 bytes at a time mixed through SplitMix64 (fast, and every byte
+// counts): the document's identity for the split.
+uint64_t TextHash(const std::string& text) {
+  uint64_t h = 0xcbf29ce484222325ull ^ text.size();
+  size_t i = 0;
+  for (; i + 8 <= text.size(); i += 8) {
+    uint64_t w;
+    std::memcpy(&w, text.data() + i, 8);
+    h = SplitMix64(h ^ w);
+  }
+  for (; i < text.size(); ++i) h = (h ^ static_cast<unsigned char>(text[i])) * 0x100000001b3ull;
+  return SplitMix64(h);
 }
 
-// Documents with only whitespace carry no text worth training on.
+// A uniform draw in [0, 1) for a document under `seed`.
+double DocumentDraw(uint64_t seed, const std::string& text) {
+  return static_cast<double>(SplitMix64(SplitMix64(seed) ^ TextHash(text)) >> 11) * 0x1.0p-53;
+}
+
 bool IsBlank(const std::string& text) {
   return text.find_first_not_of(" \t\r\n\v\f") == std::string::npos;
 }
 
-// Fortune format: a line holding only "%" (optionally followed by '\r') ends a document; every
-// other line, with its newline, belongs to the current document.
-void SplitFortunes(const std::string& text, std::vector<std::string>* docs) {
-  std::string current;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    size_t end = text.find('\n', pos);
-    end = end == std::string::npos ? text.size() : end + 1;
-    std::string_view line(text.data() + pos, end - pos);
-    std::string_view content = line;
-    if (!content.empty() && content.back() == '\n') content.remove_suffix(1);
-    if (!content.empty() && content.back() == '\r') content.remove_suffix(1);
-    if (content == "%") {
-      docs->push_back(std::move(current));
-      current.clear();
-    } else {
-      current.append(line);
-    }
-    pos = end;
+std::string Reason(const std::string& message) {
+  for (const char* r :
+       {"malformed JSON", "not a JSON object", "no key", "expected a string", "invalid UTF-8"}) {
+    if (absl::StrContains(message, r)) return r;
   }
-  docs->push_back(std::move(current));
+  return "tokenizer error";
 }
 
-// BOS (when the tokenizer has one distinct from EOS: GPT-2 style tokenizers use one token for
-// both, and one separator between documents is enough) + tokens + EOS (when there is one).
-absl::Status AppendDocument(const Tokenizer& tokenizer, const std::string& doc, size_t index,
-                            std::vector<int32_t>* tokens) {
-  absl::StatusOr<std::vector<int32_t>> ids = tokenizer.Encode(doc);
-  if (!ids.ok()) {
-    return absl::Status(ids.status().code(), absl::StrCat("prep: document ", index, " (0-based, ",
-                                                          "after splitting): ", ids.status().message()));
+// One split's shards: NAME.bin, or NAME-00000.bin, NAME-00001.bin, ... of about shard_tokens
+// tokens each (whole documents). Shards are committed as they fill; Abandon removes those.
+class SplitWriter {
+ public:
+  SplitWriter(std::string dir, std::string name, int64_t vocab_size, int64_t shard_tokens)
+      : dir_(std::move(dir)),
+        name_(std::move(name)),
+        vocab_size_(vocab_size),
+        shard_tokens_(shard_tokens) {}
+
+  absl::Status Add(const std::vector<int32_t>& document) {
+    if (!current_) {
+      const std::string path = shard_tokens_ > 0
+                                   ? absl::StrFormat("%s/%s-%05d.bin", dir_, name_, files_.size())
+                                   : absl::StrCat(dir_, "/", name_, ".bin");
+      absl::StatusOr<ShardWriter> w = ShardWriter::Create(path, vocab_size_);
+      if (!w.ok()) return w.status();
+      current_.emplace(*std::move(w));
+    }
+    if (absl::Status s = current_->Append(document.data(), document.size()); !s.ok()) return s;
+    if (shard_tokens_ > 0 && current_->tokens() >= shard_tokens_) return Close();
+    return absl::OkStatus();
   }
-  if (tokenizer.bos_id() >= 0 && tokenizer.bos_id() != tokenizer.eos_id()) {
-    tokens->push_back(tokenizer.bos_id());
+
+  // Commits the open shard (and, unsharded, an empty NAME.bin when nothing was added).
+  absl::Status Finish() {
+    if (!current_ && shard_tokens_ == 0 && files_.empty()) {
+      absl::StatusOr<ShardWriter> w =
+          ShardWriter::Create(absl::StrCat(dir_, "/", name_, ".bin"), vocab_size_);
+      if (!w.ok()) return w.status();
+      current_.emplace(*std::move(w));
+    }
+    return current_ ? Close() : absl::OkStatus();
   }
-  tokens->insert(tokens->end(), ids->begin(), ids->end());
-  if (tokenizer.eos_id() >= 0) tokens->push_back(tokenizer.eos_id());
-  return absl::OkStatus();
-}
+
+  void Abandon() {
+    current_.reset();  // its temporary file goes with it
+    for (const std::string& f : files_) std::remove(f.c_str());
+    files_.clear();
+  }
+
+  // Numbered shards of this name beyond the ones written: left by an earlier, larger prep.
+  std::vector<std::string> Stale() const {
+    std::vector<std::string> stale;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir_, ec)) {
+      const std::string f = e.path().filename().string();
+      const std::string path = e.path().string();
+      const bool ours = absl::StartsWith(f, name_ + "-") && absl::EndsWith(f, ".bin") &&
+                        f.size() == name_.size() + 10;
+      if ((ours || (shard_tokens_ > 0 && f == name_ + ".bin")) &&
+          std::find(files_.begin(), files_.end(), path) == files_.end()) {
+        stale.push_back(path);
+      }
+    }
+    return stale;
+  }
+
+  const std::vector<std::string>& files() const { return files_; }
+
+ private:
+  absl::Status Close() {
+    const std::string path = current_->path();
+    absl::Status s = current_->Commit();
+    current_.reset();
+    if (s.ok()) files_.push_back(path);
+    return s;
+  }
+
+  std::string dir_, name_;
+  int64_t vocab_size_, shard_tokens_;
+  std::optional<ShardWriter> current_;
+  std::vector<std::string> files_;
+};
+
+struct Encoded {
+  absl::Status status;
+  std::vector<int32_t> ids;  // BOS + tokens + EOS
+  bool blank = false, val = false;
+};
 
 }  // namespace
 
-absl::StatusOr<PrepStats> Prep(const PrepOptions& options) {
+absl::StatusOr<PrepStats> Prep(const PrepOptions& options,
+                               const std::function<void(const PrepProgress&)>& progress) {
+  const auto start = std::chrono::steady_clock::now();
+  const auto seconds = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
   if (options.inputs.empty()) return absl::InvalidArgumentError("prep: no input files given");
   if (options.out_dir.empty()) return absl::InvalidArgumentError("prep: no output directory given");
-  if (!(options.val_fraction >= 0.0 && options.val_fraction <= 1.0)) {
+  if (!(options.val_fraction >= 0.0 && options.val_fraction < 1.0)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("prep: val_fraction ", options.val_fraction, " is outside [0, 1]"));
+        absl::StrCat("prep: val_fraction ", options.val_fraction, " is outside [0, 1)"));
   }
+  if (options.json_keys.empty()) return absl::InvalidArgumentError("prep: no JSON key given");
+  if (options.shard_tokens < 0) return absl::InvalidArgumentError("prep: shard_tokens < 0");
 
-  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = LoadTokenizer(options.tokenizer);
-  if (!tokenizer.ok()) {
-    return absl::Status(tokenizer.status().code(),
-                        absl::StrCat("prep: tokenizer: ", tokenizer.status().message()));
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer_or = LoadTokenizer(options.tokenizer);
+  if (!tokenizer_or.ok()) {
+    return absl::Status(tokenizer_or.status().code(),
+                        absl::StrCat("prep: tokenizer: ", tokenizer_or.status().message()));
   }
-
-  std::vector<std::string> docs;
-  for (const std::string& input : options.inputs) {
-    absl::StatusOr<std::string> text = kernels::ReadFile(input);
-    if (!text.ok()) {
-      return absl::Status(text.status().code(),
-                          absl::StrCat("prep: cannot read input file: ", text.status().message()));
-    }
-    std::vector<std::string> file_docs;
-    if (options.fortune_format) {
-      SplitFortunes(*text, &file_docs);
-    } else {
-      file_docs.push_back(*std::move(text));
-    }
-    for (std::string& doc : file_docs) {
-      if (!IsBlank(doc)) docs.push_back(std::move(doc));
-    }
-  }
-  if (docs.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("prep: no non-empty documents in ", absl::StrJoin(options.inputs, ", ")));
-  }
-
-  std::vector<double> draws(docs.size());
-  std::vector<bool> is_val(docs.size());
-  size_t val_count = 0;
-  for (size_t i = 0; i < docs.size(); ++i) {
-    draws[i] = DocumentDraw(options.seed, i);
-    is_val[i] = draws[i] < options.val_fraction;
-    val_count += is_val[i];
-  }
-  // With two or more documents both splits get at least one: the lowest draw is the one most
-  // eligible for validation, the highest the one most eligible for training. A lone document
-  // goes to training, which cannot do without one.
-  if (docs.size() == 1) {
-    is_val[0] = false;
-  } else if (val_count == 0) {
-    is_val[std::min_element(draws.begin(), draws.end()) - draws.begin()] = true;
-  } else if (val_count == docs.size()) {
-    is_val[std::max_element(draws.begin(), draws.end()) - draws.begin()] = false;
-  }
-
-  PrepStats stats;
-  std::vector<int32_t> train, val;
-  for (size_t i = 0; i < docs.size(); ++i) {
-    absl::Status s = AppendDocument(**tokenizer, docs[i], i, is_val[i] ? &val : &train);
-    if (!s.ok()) return s;
-    ++(is_val[i] ? stats.val_documents : stats.train_documents);
-  }
-  if (docs.size() == 1) {
-    stats.warning = absl::StrCat(
-        "val.bin is empty: the input holds one document (", absl::StrJoin(options.inputs, ", "),
-        "), which goes to train.bin; a run with data.val set to it will fail. Give several files, "
-        "or --fortune for files of documents separated by lines holding only \"%\"");
-  }
-  stats.tokenizer_kind = (*tokenizer)->kind();
-  stats.vocab_size = (*tokenizer)->vocab_size();
-  stats.documents = static_cast<int64_t>(docs.size());
-  stats.train_tokens = static_cast<int64_t>(train.size());
-  stats.val_tokens = static_cast<int64_t>(val.size());
+  const Tokenizer& tokenizer = **tokenizer_or;
+  DocumentSourceOptions source_options;
+  source_options.inputs = options.inputs;
+  source_options.format = options.format;
+  source_options.fortune = options.fortune_format;
+  absl::StatusOr<DocumentSource> source = DocumentSource::Open(source_options);
+  if (!source.ok()) return source.status();
 
   std::error_code ec;
-  std::filesystem::create_directories(options.out_dir, ec);
+  fs::create_directories(options.out_dir, ec);
   if (ec) {
     return absl::InternalError(
         absl::StrCat("prep: cannot create directory ", options.out_dir, ": ", ec.message()));
   }
-  const std::string dir = options.out_dir + "/";
-  if (absl::Status s = WriteShard(dir + "train.bin", train, stats.vocab_size); !s.ok()) return s;
-  if (absl::Status s = WriteShard(dir + "val.bin", val, stats.vocab_size); !s.ok()) return s;
+  PrepStats stats;
+  stats.tokenizer_kind = tokenizer.kind();
+  stats.vocab_size = tokenizer.vocab_size();
+  stats.input_files = static_cast<int64_t>(source->files().size());
+  SplitWriter train(options.out_dir, "train", stats.vocab_size, options.shard_tokens);
+  SplitWriter val(options.out_dir, "val", stats.vocab_size, options.shard_tokens);
+  const auto fail = [&](absl::Status s) {
+    train.Abandon();
+    val.Abandon();
+    return s;
+  };
+
+  kernels::ThreadPool pool(options.threads);
+  stats.threads = pool.size();
+  const bool bos = tokenizer.bos_id() >= 0 && tokenizer.bos_id() != tokenizer.eos_id();
+  std::vector<RawRecord> batch;
+  std::vector<Encoded> encoded;
+  for (;;) {
+    batch.clear();
+    absl::StatusOr<bool> more = source->ReadBatch(options.batch_bytes, &batch);
+    if (!more.ok()) return fail(more.status());
+    if (!*more) break;
+    encoded.assign(batch.size(), Encoded{});
+    pool.ParallelFor(static_cast<int64_t>(batch.size()), 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        Encoded& e = encoded[i];
+        absl::StatusOr<std::string> text =
+            RecordText(batch[i], source->files()[batch[i].file], options.json_keys);
+        if (!text.ok()) {
+          e.status = text.status();
+          continue;
+        }
+        if (IsBlank(*text)) {
+          e.blank = true;
+          continue;
+        }
+        absl::StatusOr<std::vector<int32_t>> ids = tokenizer.Encode(*text);
+        if (!ids.ok()) {
+          e.status = absl::InvalidArgumentError(
+              absl::StrCat(source->files()[batch[i].file], ":", batch[i].line, " (byte offset ",
+                           batch[i].offset, "): ", ids.status().message()));
+          continue;
+        }
+        e.ids.reserve(ids->size() + 2);
+        if (bos) e.ids.push_back(tokenizer.bos_id());
+        e.ids.insert(e.ids.end(), ids->begin(), ids->end());
+        if (tokenizer.eos_id() >= 0) e.ids.push_back(tokenizer.eos_id());
+        e.val = DocumentDraw(options.seed, *text) < options.val_fraction;
+      }
+    });
+    // In input order: what is written does not depend on the threads.
+    for (Encoded& e : encoded) {
+      if (!e.status.ok()) {
+        if (!options.skip_bad) {
+          return fail(absl::Status(e.status.code(),
+                                   absl::StrCat("prep: ", e.status.message(),
+                                                " (--skip-bad counts such records instead)")));
+        }
+        if (stats.skipped++ == 0) stats.first_skipped = std::string(e.status.message());
+        ++stats.skipped_by_reason[Reason(std::string(e.status.message()))];
+        continue;
+      }
+      if (e.blank) {
+        ++stats.empty_documents;
+        continue;
+      }
+      ++stats.documents;
+      ++(e.val ? stats.val_documents : stats.train_documents);
+      (e.val ? stats.val_tokens : stats.train_tokens) += static_cast<int64_t>(e.ids.size());
+      if (absl::Status s = (e.val ? val : train).Add(e.ids); !s.ok()) return fail(s);
+    }
+    if (progress) {
+      PrepProgress p;
+      p.documents = stats.documents;
+      p.tokens = stats.train_tokens + stats.val_tokens;
+      p.file_bytes = source->file_bytes_read();
+      p.total_file_bytes = source->total_file_bytes();
+      p.text_bytes = source->bytes_read();
+      p.seconds = seconds();
+      progress(p);
+    }
+  }
+  stats.input_bytes = source->bytes_read();
+  if (stats.documents == 0) {
+    return fail(absl::InvalidArgumentError(absl::StrCat(
+        "prep: no non-empty documents in ", source->files().front(),
+        stats.input_files > 1 ? absl::StrCat(" and ", stats.input_files - 1, " more file(s)") : "",
+        stats.skipped > 0 ? absl::StrCat(" (", stats.skipped, " bad record(s) skipped)") : "")));
+  }
+  // An empty split is an error, with the reason: the split is by a hash of each document.
+  if (options.val_fraction > 0 && stats.val_documents == 0) {
+    return fail(absl::InvalidArgumentError(absl::StrCat(
+        "prep: no document went to validation: each of the ", stats.documents,
+        " documents goes there with probability ", options.val_fraction,
+        " (--val-fraction), by a hash of its text. Give more documents (--fortune splits text "
+        "files at lines holding \"%\"), a larger --val-fraction, or --val-fraction 0 for none")));
+  }
+  if (stats.train_documents == 0) {
+    return fail(absl::InvalidArgumentError(
+        absl::StrCat("prep: no document went to training: all ", stats.documents,
+                     " drew validation places (--val-fraction ", options.val_fraction,
+                     "). Give more documents or a smaller --val-fraction")));
+  }
+  if (absl::Status s = train.Finish(); !s.ok()) return fail(s);
+  if (absl::Status s = val.Finish(); !s.ok()) return fail(s);
+  for (const SplitWriter* w : {&train, &val}) {
+    for (const std::string& f : w->Stale()) std::remove(f.c_str());
+  }
+  stats.train_files = train.files();
+  stats.val_files = val.files();
+  stats.seconds = seconds();
   return stats;
 }
 

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "data/tokens.h"
+#include "io/atomic_file.h"
 #include "kernels/safetensors.h"
 
 namespace qat::data {
@@ -92,6 +93,60 @@ absl::Status WriteShardImpl(const std::string& path, const std::vector<int32_t>&
   return kernels::WriteFileAtomic(path, contents);
 }
 }  // namespace
+
+absl::StatusOr<ShardWriter> ShardWriter::Create(const std::string& path, int64_t vocab_size) {
+  absl::StatusOr<io::AtomicFileWriter> file = io::AtomicFileWriter::Create(path);
+  if (!file.ok()) return file.status();
+  ShardWriter w(path, vocab_size, std::make_unique<io::AtomicFileWriter>(*std::move(file)));
+  const std::string header(kHeaderBytes, '\0');  // filled in by Commit
+  if (absl::Status s = w.file_->Append(header.data(), header.size()); !s.ok()) return s;
+  return w;
+}
+
+ShardWriter::ShardWriter(std::string path, int64_t vocab_size,
+                         std::unique_ptr<io::AtomicFileWriter> file)
+    : path_(std::move(path)),
+      vocab_size_(vocab_size),
+      wide_(vocab_size > int64_t{1} << 16),
+      file_(std::move(file)) {}
+ShardWriter::ShardWriter(ShardWriter&&) noexcept = default;
+ShardWriter::~ShardWriter() = default;
+
+absl::Status ShardWriter::Append(const int32_t* ids, size_t n) {
+  std::string& out = scratch_;
+  out.resize(n * (wide_ ? 4 : 2));
+  for (size_t i = 0; i < n; ++i) {
+    if (ids[i] < 0 || ids[i] >= vocab_size_) {
+      return absl::InvalidArgumentError(absl::StrCat(path_, ": token ", tokens_ + int64_t(i),
+                                                     " is ", ids[i], ", outside the vocabulary of ",
+                                                     vocab_size_));
+    }
+    if (wide_) {
+      StoreU32Le(static_cast<uint32_t>(ids[i]), &out[4 * i]);
+    } else {
+      out[2 * i] = static_cast<char>(ids[i] & 0xFF);
+      out[2 * i + 1] = static_cast<char>((ids[i] >> 8) & 0xFF);
+    }
+  }
+  if (!wide_ && tokens_ + int64_t(n) > std::numeric_limits<int32_t>::max()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path_,
+        ": more than 2^31-1 tokens in one uint16 shard; write several (qat prep --shard-tokens)"));
+  }
+  tokens_ += static_cast<int64_t>(n);
+  return file_->Append(out.data(), out.size());
+}
+
+absl::Status ShardWriter::Commit() {
+  char header[16] = {};
+  const uint64_t n = static_cast<uint64_t>(tokens_);
+  StoreU32Le(static_cast<uint32_t>(wide_ ? kMagicU32 : kMagicU16), &header[0]);
+  StoreU32Le(static_cast<uint32_t>(wide_ ? kVersionU32 : kVersionU16), &header[4]);
+  StoreU32Le(static_cast<uint32_t>(n & 0xFFFFFFFFu), &header[8]);
+  StoreU32Le(static_cast<uint32_t>(n >> 32), &header[12]);
+  if (absl::Status s = file_->WriteAt(0, header, sizeof(header)); !s.ok()) return s;
+  return file_->Commit();
+}
 
 absl::StatusOr<std::vector<int32_t>> ReadShard(const std::string& path, int64_t vocab_size) {
   absl::StatusOr<std::string> file = kernels::ReadFile(path);

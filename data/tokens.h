@@ -20,6 +20,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "io/atomic_file.h"
 #include "kernels/gguf_export.h"
 
 namespace qat::data {
@@ -77,28 +78,32 @@ absl::Status WriteShard(const std::string& path, const std::vector<int32_t>& tok
 // shards of one tokenizer share a layout; ids must be in [0, vocab_size).
 absl::Status WriteShard(const std::string& path, const std::vector<int32_t>& tokens,
                         int64_t vocab_size);
+// Writes a shard as it goes (the header, whose count is known only at the end, last), atomically:
+// nothing is at `path` until Commit. The layout is the vocabulary's (uint32 when vocab_size >
+// 65536); ids must be in [0, vocab_size).
+class ShardWriter {
+ public:
+  static absl::StatusOr<ShardWriter> Create(const std::string& path, int64_t vocab_size);
+  ShardWriter(ShardWriter&&) noexcept;
+  ~ShardWriter();
+  absl::Status Append(const int32_t* ids, size_t n);
+  absl::Status Commit();
+  int64_t tokens() const { return tokens_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  ShardWriter(std::string path, int64_t vocab_size, std::unique_ptr<io::AtomicFileWriter> file);
+  std::string path_;
+  int64_t vocab_size_ = 0;
+  bool wide_ = false;
+  int64_t tokens_ = 0;
+  std::unique_ptr<io::AtomicFileWriter> file_;
+  std::string scratch_;
+};
+
 // Reads and validates a shard; errors name the file and the offending byte offset/field.
 // vocab_size > 0: every id must be below it (the model's vocabulary); 0: any int32 id.
 absl::StatusOr<std::vector<int32_t>> ReadShard(const std::string& path, int64_t vocab_size = 0);
-
-struct PrepOptions {
-  std::vector<std::string> inputs;  // text files
-  std::string out_dir;              // writes train.bin and val.bin there
-  double val_fraction = 0.05;       // share of documents held out
-  bool fortune_format = false;      // documents separated by lines holding only "%"
-  uint64_t seed = 0;                // which documents go to validation
-  std::string tokenizer;            // LoadTokenizer path; "" = the byte tokenizer
-};
-struct PrepStats {
-  int64_t documents = 0, train_documents = 0, val_documents = 0;
-  int64_t train_tokens = 0, val_tokens = 0;
-  std::string tokenizer_kind;  // "byte", "bpe" or "sentencepiece"
-  int64_t vocab_size = 0;
-  std::string warning;  // non-empty: a split came out empty, and why (the CLI prints it)
-};
-// Tokenizes documents (BOS + tokens + EOS each; BOS only when the tokenizer has one distinct from
-// EOS) and splits them into train.bin / val.bin.
-absl::StatusOr<PrepStats> Prep(const PrepOptions& options);
 
 // Serves windows of seq_len + 1 tokens from a set of shards, deterministically: the window of
 // sample i in global step s depends only on (seed, s, i), so a run resumed at step s sees the

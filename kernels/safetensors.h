@@ -23,6 +23,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "io/atomic_file.h"
 
 namespace qat::kernels {
 
@@ -102,26 +103,9 @@ class SafetensorsWriter {
   std::map<std::string, std::string> metadata_;
 };
 
-// A file written in pieces and put in place atomically: the pieces go to `path`.tmp.<pid>; Commit
-// fsyncs it, renames it to `path` and fsyncs the directory. Destroyed uncommitted (an error on the
-// way), it removes the temporary file: a failed write leaves nothing behind.
-class AtomicFileWriter {
- public:
-  static absl::StatusOr<AtomicFileWriter> Create(const std::string& path);
-  AtomicFileWriter(AtomicFileWriter&& other) noexcept;
-  AtomicFileWriter& operator=(AtomicFileWriter&&) = delete;
-  ~AtomicFileWriter();
-  absl::Status Append(const char* data, size_t size);
-  absl::Status Commit();
-
- private:
-  AtomicFileWriter(std::string path, std::string tmp, int fd);
-  std::string path_, tmp_;
-  int fd_ = -1;
-};
-
-// Writes `contents` to `path` atomically (AtomicFileWriter).
-absl::Status WriteFileAtomic(const std::string& path, const std::string& contents);
-absl::StatusOr<std::string> ReadFile(const std::string& path);
+// The file helpers moved to io/atomic_file.h; these names stay for the code that uses them here.
+using io::AtomicFileWriter;
+using io::ReadFile;
+using io::WriteFileAtomic;
 
 }  // namespace qat::kernels

@@ -22,7 +22,7 @@ fi
 cmake --build "$dir" -j"$(nproc)" >/dev/null
 mkdir -p "$dir/findings"
 
-names=(json safetensors gguf packed_model shard tokenizer_json recipe)
+names=(json safetensors gguf packed_model shard tokenizer_json recipe corpus)
 run_one() {
   local name=$1 work=$dir/corpus/$1
   mkdir -p "$work"

@@ -10,10 +10,11 @@ cd "$(dirname "$0")/.."
 # libopenblas0-openmp: Debian's libtorch calls the system BLAS, which is the slow reference one
 # unless an optimised one is installed (about 10x on the demo's matmuls). unicode-data and bzip2:
 # the Unicode conformance test of our NFC normalizer (tests/tokenizer_test.cc). clang and
-# libclang-rt-14-dev (libFuzzer, ASan, UBSan): the fuzz harnesses of launch/fuzz.sh.
+# libclang-rt-14-dev (libFuzzer, ASan, UBSan): the fuzz harnesses of launch/fuzz.sh. zlib1g-dev,
+# libzstd-dev: qat prep reads .gz and .zst corpora (zstd: the tests compress with it).
 packages=(build-essential cmake ccache libtorch-dev libopenblas0-openmp libopenmpi-dev openmpi-bin
           libyaml-cpp-dev libabsl-dev libgtest-dev libsentencepiece-dev fortunes unicode-data bzip2
-          clang libclang-rt-14-dev)
+          clang libclang-rt-14-dev zlib1g-dev libzstd-dev zstd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

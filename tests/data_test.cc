@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
@@ -12,6 +13,9 @@
 #include <tuple>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "data/mixture.h"
+#include "data/prep.h"
 #include "data/tokens.h"
 #include "kernels/safetensors.h"
 #include "test_dir.h"
@@ -249,9 +253,14 @@ TEST(PrepTest, SameSeedGivesSameSplitAndSeedsMatter) {
   for (uint64_t seed = 0; seed < 8; ++seed) {
     options.seed = seed;
     options.out_dir = dir + "/first";
-    ASSERT_TRUE(Prep(options).ok());
+    const absl::StatusOr<PrepStats> first = Prep(options);
     options.out_dir = dir + "/second";
-    ASSERT_TRUE(Prep(options).ok());
+    const absl::StatusOr<PrepStats> second = Prep(options);
+    ASSERT_EQ(first.ok(), second.ok()) << seed;
+    if (!first.ok()) {  // six documents: a split may come out empty, alike both times
+      EXPECT_EQ(first.status(), second.status());
+      continue;
+    }
     const std::string val = ReadBytes(dir + "/first/val.bin");
     EXPECT_EQ(val, ReadBytes(dir + "/second/val.bin")) << seed;
     EXPECT_EQ(ReadBytes(dir + "/first/train.bin"), ReadBytes(dir + "/second/train.bin")) << seed;
@@ -260,7 +269,7 @@ TEST(PrepTest, SameSeedGivesSameSplitAndSeedsMatter) {
   EXPECT_GT(distinct_val_files.size(), 1u);  // the seed picks the documents
 }
 
-TEST(PrepTest, GuaranteesBothSplitsAndHandlesPlainFiles) {
+TEST(PrepTest, EmptySplitsAreErrorsThatSayWhyAndPlainFilesAreOneDocument) {
   const testing_util::TestDir tmp;
   const std::string dir = tmp.dir();
   WriteText(dir + "/x.txt", "first file\n%\nstill first\n");
@@ -270,31 +279,29 @@ TEST(PrepTest, GuaranteesBothSplitsAndHandlesPlainFiles) {
   options.inputs = {dir + "/x.txt", dir + "/blank.txt", dir + "/y.txt"};
   options.out_dir = dir + "/out";
   options.fortune_format = false;  // whole files are documents; "%" is just text
-  for (double fraction : {0.0, 1.0}) {
-    options.val_fraction = fraction;
-    auto stats = Prep(options);
-    ASSERT_TRUE(stats.ok()) << stats.status();
-    EXPECT_EQ(stats->documents, 2);
-    EXPECT_EQ(stats->train_documents, 1) << fraction;
-    EXPECT_EQ(stats->val_documents, 1) << fraction;
-  }
-  std::vector<std::string> both = DocumentsIn(dir + "/out/train.bin");
-  for (const auto& d : DocumentsIn(dir + "/out/val.bin")) both.push_back(d);
-  std::sort(both.begin(), both.end());
-  EXPECT_EQ(both, (std::vector<std::string>{"first file\n%\nstill first\n", "second file"}));
+  options.val_fraction = 0;        // no validation split: val.bin is empty, and that is fine
+  auto stats = Prep(options);
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->documents, 2);
+  EXPECT_EQ(stats->empty_documents, 1);
+  EXPECT_EQ(stats->train_documents, 2);
+  EXPECT_EQ(DocumentsIn(dir + "/out/train.bin"),
+            (std::vector<std::string>{"first file\n%\nstill first\n", "second file"}));
+  EXPECT_TRUE(DocumentsIn(dir + "/out/val.bin").empty());
 
-  // A single document can only go to train.
+  // One document cannot fill two splits: an error that says why, and nothing is written.
   options.inputs = {dir + "/y.txt"};
-  options.val_fraction = 1.0;
+  options.out_dir = dir + "/single";
+  options.val_fraction = 0.5;
   auto single = Prep(options);
-  ASSERT_TRUE(single.ok()) << single.status();
-  EXPECT_EQ(single->train_documents, 1);
-  EXPECT_EQ(single->val_documents, 0);
-  EXPECT_EQ(single->val_tokens, 0);
-  EXPECT_CONTAINS(single->warning, "val.bin is empty: the input holds one document");
-  EXPECT_CONTAINS(single->warning, dir + "/y.txt");
-  options.inputs = {dir + "/x.txt", dir + "/y.txt"};
-  EXPECT_EQ(Prep(options).value().warning, "");  // two documents: both splits get one
+  ASSERT_FALSE(single.ok());
+  EXPECT_TRUE(absl::StrContains(single.status().message(), "no document went to"))
+      << single.status();
+  EXPECT_TRUE(absl::StrContains(single.status().message(), "by a hash of its text") ||
+              absl::StrContains(single.status().message(), "smaller --val-fraction"))
+      << single.status();
+  EXPECT_FALSE(std::filesystem::exists(dir + "/single/train.bin"));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/single/val.bin"));
 }
 
 TEST(PrepTest, ErrorsNameTheInput) {
@@ -316,6 +323,225 @@ TEST(PrepTest, ErrorsNameTheInput) {
 
   options.val_fraction = 1.5;
   EXPECT_FALSE(Prep(options).ok());
+}
+
+// Corpus dumps (issue 18): JSON Lines, gzip and zstd, directories and globs, bad records, threads.
+std::string JsonString(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '"' || c == '\\') {
+      out += '\\', out += c;
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+// 60 documents as fortune text, as JSON Lines (with another key first), compressed copies.
+std::vector<std::string> WriteCorpusForms(const std::string& dir) {
+  std::string text, jsonl;
+  for (int i = 0; i < 60; ++i) {
+    const std::string doc = "document " + std::to_string(i) + " says \"hi\"\nand é " +
+                            std::string(static_cast<size_t>(i % 7), 'x') + "\n";
+    text += doc + "%\n";
+    jsonl += "{\"id\": " + std::to_string(i) + ", \"text\": " + JsonString(doc) + "}\n";
+  }
+  std::filesystem::create_directories(dir + "/nested/deeper");
+  WriteText(dir + "/docs.txt", text);
+  WriteText(dir + "/docs.jsonl", jsonl);
+  WriteText(dir + "/nested/deeper/docs.jsonl", jsonl);
+  EXPECT_EQ(std::system(("gzip -k -f " + dir + "/docs.jsonl").c_str()), 0);
+  EXPECT_EQ(
+      std::system(("zstd -q -f -k " + dir + "/docs.jsonl -o " + dir + "/docs.jsonl.zst").c_str()),
+      0);
+  EXPECT_EQ(std::system(("gzip -f " + dir + "/nested/deeper/docs.jsonl").c_str()), 0);
+  return {dir + "/docs.txt",       dir + "/docs.jsonl", dir + "/docs.jsonl.gz",
+          dir + "/docs.jsonl.zst", dir + "/nested",     dir + "/docs.jsonl.z*"};
+}
+
+TEST(PrepTest, JsonlGzipZstdDirectoriesAndGlobsGiveTheShardsOfPlainText) {
+  const testing_util::TestDir tmp;
+  const std::string dir = tmp.dir();
+  const std::vector<std::string> forms = WriteCorpusForms(dir);
+  PrepOptions options;
+  options.val_fraction = 0.2;
+  options.seed = 3;
+  std::string want_train, want_val;
+  for (size_t i = 0; i < forms.size(); ++i) {
+    options.inputs = {forms[i]};
+    options.fortune_format = i == 0;
+    options.out_dir = dir + "/out" + std::to_string(i);
+    absl::StatusOr<PrepStats> stats = Prep(options);
+    ASSERT_TRUE(stats.ok()) << forms[i] << ": " << stats.status();
+    EXPECT_EQ(stats->documents, 60) << forms[i];
+    const std::string train = ReadBytes(options.out_dir + "/train.bin");
+    const std::string val = ReadBytes(options.out_dir + "/val.bin");
+    if (i == 0) {
+      want_train = train, want_val = val;
+      EXPECT_GT(stats->val_documents, 3);
+      EXPECT_GT(stats->train_documents, 30);
+    } else {
+      EXPECT_EQ(train, want_train) << forms[i];
+      EXPECT_EQ(val, want_val) << forms[i];
+    }
+  }
+  // Several keys, joined by a blank line; the split follows the text, not the file order.
+  WriteText(dir + "/two.jsonl", "{\"title\": \"T\", \"text\": \"body\"}\n");
+  options.inputs = {dir + "/two.jsonl", dir + "/docs.txt"};
+  options.fortune_format = true;  // applies to the text file only
+  options.json_keys = {"title", "text"};
+  options.val_fraction = 0;
+  options.out_dir = dir + "/keys";
+  ASSERT_TRUE(Prep(options).ok());
+  EXPECT_EQ(DocumentsIn(dir + "/keys/train.bin").front(), "T\n\nbody");
+}
+
+TEST(PrepTest, ThreadsBatchesAndShardSizeNeverChangeTheTokens) {
+  const testing_util::TestDir tmp;
+  const std::string dir = tmp.dir();
+  WriteCorpusForms(dir);
+  PrepOptions options;
+  options.inputs = {dir + "/docs.jsonl.zst"};
+  options.val_fraction = 0.2;
+  options.out_dir = dir + "/whole";
+  options.threads = 1;
+  ASSERT_TRUE(Prep(options).ok());
+  const std::string train = ReadBytes(dir + "/whole/train.bin");
+  const std::string val = ReadBytes(dir + "/whole/val.bin");
+  std::vector<std::string> first_shards;
+  for (int threads : {1, 2, 3}) {
+    for (size_t batch : {size_t{100}, size_t{1} << 20}) {
+      options.threads = threads;
+      options.batch_bytes = batch;
+      options.out_dir = dir + "/t" + std::to_string(threads) + "b" + std::to_string(batch);
+      options.shard_tokens = 0;
+      absl::StatusOr<PrepStats> stats = Prep(options);
+      ASSERT_TRUE(stats.ok()) << stats.status();
+      EXPECT_EQ(stats->threads, threads);
+      EXPECT_EQ(ReadBytes(options.out_dir + "/train.bin"), train) << threads << " " << batch;
+      EXPECT_EQ(ReadBytes(options.out_dir + "/val.bin"), val) << threads << " " << batch;
+      // Sharded: whole documents per shard, and the shards' tokens are train.bin's.
+      options.shard_tokens = 300;
+      options.out_dir += "-sharded";
+      stats = Prep(options);
+      ASSERT_TRUE(stats.ok()) << stats.status();
+      EXPECT_GT(stats->train_files.size(), 2u);
+      std::vector<int32_t> joined;
+      std::vector<std::string> contents;
+      for (const std::string& f : stats->train_files) {
+        std::vector<int32_t> part = ReadShard(f).value();
+        EXPECT_EQ(part.back(), ByteTokenizer::kEos) << f;  // ends at a document's end
+        joined.insert(joined.end(), part.begin(), part.end());
+        contents.push_back(ReadBytes(f));
+      }
+      EXPECT_EQ(joined, ReadShard(dir + "/whole/train.bin").value());
+      if (first_shards.empty()) first_shards = contents;
+      EXPECT_EQ(contents, first_shards) << threads << " " << batch;
+      EXPECT_FALSE(std::filesystem::exists(options.out_dir + "/train.bin"));
+    }
+  }
+}
+
+TEST(PrepTest, BadRecordsStopPrepNamingFileLineAndOffsetOrAreCounted) {
+  const testing_util::TestDir tmp;
+  const std::string dir = tmp.dir();
+  std::string good;
+  for (int i = 0; i < 40; ++i) good += "{\"text\": \"good " + std::to_string(i) + "\"}\n";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"{\"text\": \"unterminated}", "malformed JSON"},
+      {"[\"text\"]", "not a JSON object"},
+      {"{\"body\": \"x\"}", "no key \"text\""},
+      {"{\"text\": 42}", "\"text\" is a number, expected a string"},
+      {"{\"text\": null}", "\"text\" is null, expected a string"},
+      {"{\"text\": \"bad \xff byte\"}", "UTF-8"},
+  };
+  std::string all = good;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const std::string file = dir + "/case" + std::to_string(i) + ".jsonl";
+    WriteText(file, good + cases[i].first + "\n" + good);
+    all += cases[i].first + "\n";
+    PrepOptions options;
+    options.inputs = {file};
+    options.out_dir = dir + "/out" + std::to_string(i);
+    absl::StatusOr<PrepStats> stats = Prep(options);
+    ASSERT_FALSE(stats.ok()) << cases[i].first;
+    const std::string m(stats.status().message());
+    EXPECT_CONTAINS(m, file + ":41");
+    EXPECT_CONTAINS(m, "byte offset ");
+    EXPECT_CONTAINS(m, cases[i].second);
+    EXPECT_CONTAINS(m, "--skip-bad");
+    EXPECT_FALSE(std::filesystem::exists(options.out_dir + "/train.bin"));
+  }
+  // The offset is the line's (or, for malformed JSON, the bad byte's) in the file.
+  {
+    PrepOptions options;
+    options.inputs = {dir + "/case2.jsonl"};
+    options.out_dir = dir + "/offset";
+    EXPECT_CONTAINS(std::string(Prep(options).status().message()),
+                    "(byte offset " + std::to_string(good.size()) + ")");
+  }
+  // Invalid UTF-8 in a text file, likewise.
+  WriteText(dir + "/bad.txt", "fine\n%\nfine too\n%\nnot \xc3 fine\n");
+  PrepOptions text;
+  text.inputs = {dir + "/bad.txt"};
+  text.fortune_format = true;
+  text.val_fraction = 0;
+  text.out_dir = dir + "/text";
+  EXPECT_CONTAINS(std::string(Prep(text).status().message()),
+                  "bad.txt:5: byte offset 22: invalid UTF-8");
+  text.skip_bad = true;
+  absl::StatusOr<PrepStats> skipped_text = Prep(text);
+  ASSERT_TRUE(skipped_text.ok()) << skipped_text.status();
+  EXPECT_EQ(skipped_text->skipped, 1);
+  EXPECT_EQ(skipped_text->documents, 2);
+
+  // --skip-bad: every case counted by its reason; the good lines all kept.
+  WriteText(dir + "/all.jsonl", all);
+  PrepOptions options;
+  options.inputs = {dir + "/all.jsonl"};
+  options.out_dir = dir + "/skipped";
+  options.skip_bad = true;
+  absl::StatusOr<PrepStats> stats = Prep(options);
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->documents, 40);
+  EXPECT_EQ(stats->skipped, 6);
+  EXPECT_EQ(stats->skipped_by_reason, (std::map<std::string, int64_t>{{"malformed JSON", 2},
+                                                                      {"not a JSON object", 1},
+                                                                      {"no key", 1},
+                                                                      {"expected a string", 2}}));
+  EXPECT_CONTAINS(stats->first_skipped, "all.jsonl:41");
+}
+
+TEST(PrepTest, MissingInputsGlobsAndEmptyDirectoriesAreNamed) {
+  const testing_util::TestDir tmp;
+  const std::string dir = tmp.dir();
+  std::filesystem::create_directories(dir + "/empty");
+  PrepOptions options;
+  options.out_dir = dir + "/out";
+  options.inputs = {dir + "/nothing*.jsonl"};
+  EXPECT_CONTAINS(std::string(Prep(options).status().message()),
+                  "no file matches '" + dir + "/nothing*.jsonl'");
+  options.inputs = {dir + "/empty"};
+  EXPECT_CONTAINS(std::string(Prep(options).status().message()),
+                  "directory '" + dir + "/empty' holds no files");
+  options.inputs = {dir + "/docs.jsonl"};
+  options.format = "xml";
+  EXPECT_CONTAINS(std::string(Prep(options).status().message()), "unknown input format 'xml'");
+  // A truncated gzip or zstd file is an error naming it.
+  WriteCorpusForms(dir);
+  for (const char* name : {"/docs.jsonl.gz", "/docs.jsonl.zst"}) {
+    std::string bytes = ReadBytes(dir + name);
+    WriteText(dir + "/cut" + std::string(name).substr(5), bytes.substr(0, bytes.size() / 2));
+    options.inputs = {dir + "/cut" + std::string(name).substr(5)};
+    options.format = "auto";
+    const absl::Status s = Prep(options).status();
+    EXPECT_FALSE(s.ok()) << name;
+    EXPECT_CONTAINS(std::string(s.message()), "cut.jsonl");
+    EXPECT_CONTAINS(std::string(s.message()), "truncated");
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -454,4 +680,73 @@ TEST(WindowSamplerTest, IdsOutsideTheVocabularyNameTheShardAndOffset) {
 }
 
 }  // namespace
+
+// Weighted mixtures (data/mixture.h).
+TEST(MixtureSamplerTest, DrawsSourcesInProportionDeterministicallyAndOneSourceIsTheWindowSampler) {
+  const testing_util::TestDir tmp;
+  const std::string dir = tmp.dir();
+  // Source a holds ids 0..999, b 1000..1999, c (two shards, by a glob) 2000..2999.
+  std::vector<int32_t> a, b, c1, c2;
+  for (int32_t i = 0; i < 1000; ++i) a.push_back(i), b.push_back(1000 + i);
+  for (int32_t i = 0; i < 500; ++i) c1.push_back(2000 + i), c2.push_back(2500 + i);
+  ASSERT_TRUE(WriteShard(dir + "/a.bin", a).ok());
+  ASSERT_TRUE(WriteShard(dir + "/b.bin", b).ok());
+  std::filesystem::create_directories(dir + "/c");
+  ASSERT_TRUE(WriteShard(dir + "/c/part-1.bin", c1).ok());
+  ASSERT_TRUE(WriteShard(dir + "/c/part-2.bin", c2).ok());
+  constexpr int64_t kSeq = 8, kRow = kSeq + 1;
+  const std::vector<MixtureSource> sources = {
+      {{dir + "/a.bin"}, 0.5}, {{dir + "/b.bin"}, 0.3}, {{dir + "/c/*.bin"}, 0.2}};
+  MixtureSampler m = MixtureSampler::Open(sources, kSeq, 42).value();
+  ASSERT_EQ(m.num_sources(), 3);
+  EXPECT_EQ(m.files(2), (std::vector<std::string>{dir + "/c/part-1.bin", dir + "/c/part-2.bin"}));
+  EXPECT_DOUBLE_EQ(m.weight(0) + m.weight(1) + m.weight(2), 1.0);
+  // 2000 steps x 16 samples: realised shares within 1% of the weights; every window lies inside
+  // the source its sample was given.
+  std::vector<int64_t> counts(3, 0);
+  std::vector<int32_t> out(16 * kRow);
+  for (int64_t step = 0; step < 2000; ++step) {
+    m.Fill(step, 0, 16, out.data());
+    for (int64_t i = 0; i < 16; ++i) {
+      const int source = m.SourceOf(step, i);
+      ++counts[source];
+      for (int64_t t = 0; t < kRow; ++t) {
+        ASSERT_EQ(out[i * kRow + t] / 1000, source) << step << " " << i;
+      }
+    }
+  }
+  EXPECT_NEAR(counts[0] / 32000.0, 0.5, 0.01);
+  EXPECT_NEAR(counts[1] / 32000.0, 0.3, 0.01);
+  EXPECT_NEAR(counts[2] / 32000.0, 0.2, 0.01);
+  // Deterministic, and a sample's window does not depend on how the batch is split (ranks).
+  std::vector<int32_t> whole(16 * kRow), parts(16 * kRow);
+  MixtureSampler again = MixtureSampler::Open(sources, kSeq, 42).value();
+  m.Fill(7, 0, 16, whole.data());
+  again.Fill(7, 0, 5, parts.data());
+  again.Fill(7, 5, 11, parts.data() + 5 * kRow);
+  EXPECT_EQ(whole, parts);
+  // Another seed draws other sources.
+  MixtureSampler other = MixtureSampler::Open(sources, kSeq, 43).value();
+  int differ = 0;
+  for (int64_t i = 0; i < 64; ++i) differ += other.SourceOf(3, i) != m.SourceOf(3, i);
+  EXPECT_GT(differ, 10);
+  // One source: exactly the WindowSampler over the same shards (runs of older recipes are kept).
+  MixtureSampler single =
+      MixtureSampler::Open({{{dir + "/a.bin", dir + "/b.bin"}, 1.0}}, kSeq, 5).value();
+  WindowSampler plain = WindowSampler::Open({dir + "/a.bin", dir + "/b.bin"}, kSeq, 5).value();
+  std::vector<int32_t> x(4 * kRow), y(4 * kRow);
+  for (int64_t step = 0; step < 20; ++step) {
+    single.Fill(step, 3, 4, x.data());
+    plain.Fill(step, 3, 4, y.data());
+    EXPECT_EQ(x, y) << step;
+  }
+  // Bad weights and globs matching nothing are named.
+  EXPECT_CONTAINS(
+      std::string(MixtureSampler::Open({{{dir + "/a.bin"}, 0.0}}, kSeq, 1).status().message()),
+      "weights must be > 0");
+  EXPECT_CONTAINS(
+      std::string(MixtureSampler::Open({{{dir + "/none-*.bin"}, 1.0}}, kSeq, 1).status().message()),
+      "no shard matches '" + dir + "/none-*.bin'");
+}
+
 }  // namespace qat::data

@@ -33,6 +33,34 @@ TEST(Recipe, DefaultsBaseAndOverrides) {
   EXPECT_EQ(RecipeToYaml(again), RecipeToYaml(r));
 }
 
+TEST(Recipe, WeightedMixtureReadsAndWritesBack) {
+  Recipe r =
+      ParseRecipeText(
+          "data:\n  train: [{path: \"web/*.bin\", weight: 0.7}, {path: code.bin, weight: 0.3}]\n",
+          "mix.yaml")
+          .value();
+  EXPECT_EQ(r.data.train, (std::vector<std::string>{"web/*.bin", "code.bin"}));
+  EXPECT_EQ(r.data.train_weights, (std::vector<double>{0.7, 0.3}));
+  Recipe again = ParseRecipeText(RecipeToYaml(r), "resolved").value();
+  EXPECT_EQ(again.data.train, r.data.train);
+  EXPECT_EQ(again.data.train_weights, r.data.train_weights);
+  // A plain list stays a plain list (one source), also through --set.
+  Recipe plain = ParseRecipeText("data:\n  train: [a.bin, b.bin]\n", "plain.yaml").value();
+  EXPECT_TRUE(plain.data.train_weights.empty());
+  // Mistakes are named.
+  for (const auto& [text, want] : std::vector<std::pair<std::string, std::string>>{
+           {"data:\n  train: [a.bin, {path: b.bin, weight: 1}]\n", "plain paths and maps mixed"},
+           {"data:\n  train: [{path: b.bin, weight: 0}]\n", "must be a number > 0"},
+           {"data:\n  train: [{path: b.bin, wieght: 2}]\n", "unknown key 'wieght'"},
+           {"data:\n  train: [{weight: 2}]\n", "a map without a path"}}) {
+    absl::StatusOr<Recipe> bad = ParseRecipeText(text, "bad.yaml");
+    ASSERT_FALSE(bad.ok()) << text;
+    EXPECT_NE(std::string(bad.status().message()).find(want), std::string::npos) << bad.status();
+    EXPECT_NE(std::string(bad.status().message()).find("data.train"), std::string::npos)
+        << bad.status();
+  }
+}
+
 struct BadRecipe {
   const char* text;
   std::vector<std::string> overrides;

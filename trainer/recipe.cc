@@ -24,7 +24,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using Target = std::variant<int64_t*, double*, bool*, std::string*, std::vector<std::string>*,
-                            std::vector<QuantOverride>*>;
+                            std::vector<QuantOverride>*, DataConfig*>;
 
 // One schema entry: where the value lives, what it may be, what it means.
 struct Field {
@@ -147,7 +147,13 @@ std::vector<Field> Schema(Recipe* r) {
        "per-layer keys: a list of {pattern: \"*.mlp.down_proj.*\", bits: 8, ...} (glob over the "
        "weight name, quote it; keys: method bits symmetric granularity group_size scale "
        "activations); the first match wins"},
-      {"data.train", &r->data.train, -kInf, kInf, {}, "training token shards"},
+      {"data.train",
+       &r->data,
+       -kInf,
+       kInf,
+       {},
+       "training token shards (paths or globs); or a weighted mixture, a list of {path: P, "
+       "weight: W} maps, each a source drawn with probability W / (sum of weights)"},
       {"data.val", &r->data.val, -kInf, kInf, {}, "validation token shards"},
       {"data.tokenizer",
        &r->data.tokenizer,
@@ -545,6 +551,44 @@ absl::Status Assign(const Field& field, const Leaf& leaf) {
         return absl::InvalidArgumentError(absl::StrCat(where, " must be a list of strings"));
       }
       **p = x;
+    } else if (auto* p = std::get_if<DataConfig*>(&field.target)) {
+      // data.train: a list of paths, or of {path, weight} maps (not both).
+      std::vector<std::string> paths;
+      std::vector<double> weights;
+      const auto bad = [&](const std::string& what) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, " must be a list of shard paths, or of {path: P, weight: W} maps: ", what));
+      };
+      if (v.IsScalar()) {
+        paths.push_back(v.Scalar());
+      } else if (v.IsSequence()) {
+        for (const auto& item : v) {
+          if (item.IsScalar() && weights.empty()) {
+            paths.push_back(item.Scalar());
+          } else if (item.IsMap() && weights.size() == paths.size()) {
+            for (const auto& kv : item) {
+              const std::string k = kv.first.as<std::string>();
+              if (k != "path" && k != "weight") return bad(absl::StrCat("unknown key '", k, "'"));
+            }
+            if (!item["path"] || !item["path"].IsScalar()) return bad("a map without a path");
+            double w = 1;
+            if (item["weight"] &&
+                (!item["weight"].IsScalar() || !YAML::convert<double>::decode(item["weight"], w) ||
+                 !(w > 0) || !std::isfinite(w))) {
+              return bad(
+                  absl::StrCat("the weight of '", item["path"].Scalar(), "' must be a number > 0"));
+            }
+            paths.push_back(item["path"].Scalar());
+            weights.push_back(w);
+          } else {
+            return bad("plain paths and maps mixed, or an entry that is neither");
+          }
+        }
+      } else if (!v.IsNull()) {
+        return bad("got a map");
+      }
+      (*p)->train = std::move(paths);
+      (*p)->train_weights = std::move(weights);
     } else if (auto* p = std::get_if<std::vector<QuantOverride>*>(&field.target)) {
       absl::StatusOr<std::vector<QuantOverride>> x = ParseQuantOverrides(field.key, leaf);
       if (!x.ok()) return x.status();
@@ -779,6 +823,18 @@ std::string RecipeToYaml(const Recipe& recipe) {
             out << YAML::Flow << YAML::BeginSeq;
             for (const auto& x : *p) out << x;
             out << YAML::EndSeq;
+          } else if constexpr (std::is_same_v<T, DataConfig>) {
+            out << YAML::Flow << YAML::BeginSeq;
+            for (size_t i = 0; i < p->train.size(); ++i) {
+              if (p->train_weights.empty()) {
+                out << p->train[i];
+              } else {
+                out << YAML::BeginMap << YAML::Key << "path" << YAML::Value << YAML::DoubleQuoted
+                    << p->train[i] << YAML::Key << "weight" << YAML::Value << YAML::Precision(17)
+                    << p->train_weights[i] << YAML::EndMap;
+              }
+            }
+            out << YAML::EndSeq;
           } else if constexpr (std::is_same_v<T, std::vector<QuantOverride>>) {
             out << YAML::Flow << YAML::BeginSeq;
             for (const QuantOverride& o : *p) {
@@ -818,6 +874,8 @@ std::string RecipeSchemaDoc() {
           if constexpr (std::is_same_v<T, std::string>) os << "string, default '" << *p << "'";
           if constexpr (std::is_same_v<T, std::vector<std::string>>) os << "list of strings";
           if constexpr (std::is_same_v<T, std::vector<QuantOverride>>) os << "list of maps";
+          if constexpr (std::is_same_v<T, DataConfig>)
+            os << "list of strings or {path, weight} maps";
         },
         f.target);
     if (!f.choices.empty()) os << ", one of " << absl::StrJoin(f.choices, "|");

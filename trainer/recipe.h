@@ -81,7 +81,11 @@ quant::QuantWords ToQuantWords(const QuantConfig& quant);
 bool GlobMatch(const std::string& pattern, const std::string& text);
 
 struct DataConfig {
-  std::vector<std::string> train;  // token shards
+  // Token shards (paths or globs). As a list of {path, weight} maps, a weighted mixture: entry i
+  // is a source of its own drawn with probability train_weights[i] / their sum (data/mixture.h);
+  // train_weights is empty for a plain list (one source).
+  std::vector<std::string> train;
+  std::vector<double> train_weights;
   std::vector<std::string> val;
   // Tokenizer of the shards (data/tokens.h LoadTokenizer): "" = bytes, a tokenizer.json,
   // tokenizer.model or a directory holding one; eval decodes with it, exports record it.

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "data/mixture.h"
 #include "data/tokens.h"
 #include "kernels/safetensors.h"
 #include "quant/distill.h"
@@ -107,8 +108,17 @@ absl::StatusOr<TrainResult> Train(const Recipe& r, comm::ProcessGroup& g) {
                                                    micro, ")"));
   }
 
-  absl::StatusOr<data::WindowSampler> train_data = data::WindowSampler::Open(
-      r.data.train, r.data.seq_len, static_cast<uint64_t>(r.run.seed), r.model.vocab_size);
+  // A plain list is one source (all its shards); {path, weight} maps are a weighted mixture.
+  std::vector<data::MixtureSource> sources;
+  if (r.data.train_weights.empty()) {
+    sources.push_back({r.data.train, 1.0});
+  } else {
+    for (size_t i = 0; i < r.data.train.size(); ++i) {
+      sources.push_back({{r.data.train[i]}, r.data.train_weights[i]});
+    }
+  }
+  absl::StatusOr<data::MixtureSampler> train_data = data::MixtureSampler::Open(
+      sources, r.data.seq_len, static_cast<uint64_t>(r.run.seed), r.model.vocab_size);
   if (!train_data.ok()) return train_data.status();
   std::optional<data::WindowSampler> val_data;
   if (!r.data.val.empty()) {
@@ -269,6 +279,23 @@ absl::StatusOr<TrainResult> Train(const Recipe& r, comm::ProcessGroup& g) {
                       device->str(), r.train.dtype, r.train.sharding, tensors->backend(),
                       r.train.batch_size, r.data.seq_len, micro, owned.total() / 1e6));
 
+  // A mixture's realised proportions, over every global batch since step 0 (the source of each
+  // sample is a function of (seed, step, sample), so rank 0 counts them without communication).
+  std::vector<int64_t> source_draws(train_data->num_sources(), 0);
+  const auto count_draws = [&](int64_t step) {
+    for (int64_t i = 0; i < r.train.batch_size; ++i) ++source_draws[train_data->SourceOf(step, i)];
+  };
+  if (train_data->num_sources() > 1) {
+    for (int64_t step = 0; step < start_step; ++step) count_draws(step);
+    std::string line = "data: a mixture of";
+    for (int k = 0; k < train_data->num_sources(); ++k) {
+      absl::StrAppendFormat(&line, "%s %s (%d shard(s), %d tokens, weight %.4g)", k ? ";" : "",
+                            r.data.train[k], train_data->files(k).size(), train_data->tokens(k),
+                            train_data->weight(k));
+    }
+    say(line);
+  }
+
   TrainResult result;
   result.final_step = start_step;
   result.val_loss = std::nan("");
@@ -358,6 +385,7 @@ absl::StatusOr<TrainResult> Train(const Recipe& r, comm::ProcessGroup& g) {
       s = control->Barrier();
       if (!s.ok()) return s;
     }
+    if (train_data->num_sources() > 1) count_draws(step);
     if ((step + 1) % r.run.log_every == 0 || last || step == start_step) {
       const double secs = Seconds(interval_start, Clock::now());
       const double tps = secs > 0 ? interval_tokens / secs : 0.0;
@@ -372,6 +400,14 @@ absl::StatusOr<TrainResult> Train(const Recipe& r, comm::ProcessGroup& g) {
                               sums[2]);
       }
       if (std::isfinite(val_loss)) absl::StrAppendFormat(&line, " | val_loss %.4f", val_loss);
+      if (train_data->num_sources() > 1) {
+        int64_t all = 0;
+        for (int64_t n : source_draws) all += n;
+        line += " | mixture realised";
+        for (int k = 0; k < train_data->num_sources(); ++k) {
+          absl::StrAppendFormat(&line, " %.3f", double(source_draws[k]) / double(all));
+        }
+      }
       say(line);
       if (is_main) {
         metrics << "{\"step\": " << step + 1 << ", \"loss\": " << JsonNumber(step_loss)
