@@ -11,10 +11,11 @@ cd "$(dirname "$0")/.."
 # unless an optimised one is installed (about 10x on the demo's matmuls). unicode-data and bzip2:
 # the Unicode conformance test of our NFC normalizer (tests/tokenizer_test.cc). clang and
 # libclang-rt-14-dev (libFuzzer, ASan, UBSan): the fuzz harnesses of launch/fuzz.sh. zlib1g-dev,
-# libzstd-dev: qat prep reads .gz and .zst corpora (zstd: the tests compress with it).
+# libzstd-dev: qat prep reads .gz and .zst corpora (zstd: the tests compress with it). iproute2:
+# tests/scripts/multihost_test.sh (two network namespaces as two hosts).
 packages=(build-essential cmake ccache libtorch-dev libopenblas0-openmp libopenmpi-dev openmpi-bin
           libyaml-cpp-dev libabsl-dev libgtest-dev libsentencepiece-dev fortunes unicode-data bzip2
-          clang libclang-rt-14-dev zlib1g-dev libzstd-dev zstd)
+          clang libclang-rt-14-dev zlib1g-dev libzstd-dev zstd iproute2)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
