@@ -13,19 +13,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "data/documents.h"
+#include "data/hash.h"
 #include "data/tokens.h"
 #include "kernels/thread_pool.h"
 
 namespace qat::data {
 namespace {
 namespace fs = std::filesystem;
-
-uint64_t SplitMix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 
 // FNV-1a 64 of the text, 8 bytes at a time mixed through SplitMix64 (fast, and every byte
 // counts): the document's identity for the split.

@@ -5,18 +5,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "data/hash.h"
 #include "data/tokens.h"
 
 namespace qat::data {
 namespace {
-
-// splitmix64's finalizer: a bijection on 64 bits with full avalanche.
-uint64_t SplitMix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 
 uint64_t WindowHash(uint64_t seed, int64_t step, int64_t sample) {
   uint64_t h = SplitMix64(seed);
