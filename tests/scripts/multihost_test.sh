@@ -34,6 +34,11 @@ ip link set "$va" netns "$nsa" && ip link set "$vb" netns "$nsb"
 ip -n "$nsa" addr add "$addr_a/24" dev "$va" && ip -n "$nsb" addr add "$addr_b/24" dev "$vb"
 for ns in "$nsa" "$nsb"; do ip -n "$ns" link set lo up; done
 ip -n "$nsa" link set "$va" up && ip -n "$nsb" link set "$vb" up
+# The wrapper below needs UTS and mount namespaces and tmpfs mounts (CAP_SYS_ADMIN): a container
+# that allows network namespaces but not these skips too.
+mkdir -p "$work/probe"
+ip netns exec "$nsb" unshare --uts --mount sh -c "hostname qat-probe && mount -t tmpfs none '$work/probe'" \
+  2>/dev/null || skip "cannot make UTS/mount namespaces or mount tmpfs (unshare, CAP_SYS_ADMIN)"
 
 # OpenMPI's rsh launcher calls `agent HOST COMMAND...` (as it would call ssh): run the command in
 # HOST's namespace, under the host name MH_NAME_B (default: the first's, qat-twin), optionally
