@@ -643,7 +643,7 @@ part_report() {
   # -------------------------------------------------------------- setup
   echo "## Setup"
   echo
-  echo "- Corpus: $(paste -sd';' "$out/corpus/SOURCES" 2>/dev/null | sed 's/;/; /g'). Documents (\`qat prep --fortune\`: Austen in runs of whole paragraphs of ≥ 3000 bytes, one Bible chapter each, one fortune each), 5% held out: $(grep -h '^prep:' "$out/corpus/prep.log" 2>/dev/null | tail -1 | sed 's/^prep: //')."
+  echo "- Corpus: $(paste -sd';' "$out/corpus/SOURCES" 2>/dev/null | sed 's/;/; /g'). Documents (\`qat prep --fortune\`: Austen in runs of whole paragraphs of ≥ 3000 bytes, one Bible chapter each, one fortune each), 5% held out: $(grep -h '^prep: [0-9]* documents' "$out/corpus/prep.log" 2>/dev/null | tail -1 | sed 's/^prep: //')."
   if [ -f "$teacher/recipe.yaml" ]; then
     local shape; shape=$(awk '/^model:/ { m = 1; next } /^[a-z]/ { m = 0 } m && /(vocab_size|hidden_size|intermediate_size|num_layers|num_heads|num_kv_heads):/ { gsub(/^ +/, ""); printf "%s%s", s, $0; s = ", " }' "$teacher/recipe.yaml")
     local steps bs sl; steps=$(awk '/^train:/ { t = 1 } t && /^  steps:/ { print $2; exit }' "$teacher/recipe.yaml")
