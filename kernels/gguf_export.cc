@@ -99,6 +99,7 @@ class Converter {
   int64_t head_dim() const { return c_.hidden_size / c_.num_heads; }
   absl::Status ParseLinearKeys();
   void SetMetadata(const std::string& name);
+  void SetFileTypeAndSize();
   void SetTokenizer();
   absl::Status CheckTokenizer(const GgufTokenizer& t) const;
   void SetOtherTokenizer(const GgufTokenizer& t);
@@ -669,7 +670,61 @@ absl::Status Converter::Run(const std::string& name) {
     QAT_RETURN_IF_ERROR(
         AddDense("lm_head.weight", "output.weight", c_.vocab_size, c_.hidden_size, 0));
   }
+  SetFileTypeAndSize();
   return CheckAllTensorsUsed();
+}
+
+// general.file_type, as llama.cpp's converter writes it (llama.h's llama_ftype: ALL_F32 0,
+// MOSTLY_F16 1, MOSTLY_Q4_0 2, MOSTLY_Q4_1 3, MOSTLY_Q8_0 7, MOSTLY_TQ1_0 36, MOSTLY_TQ2_0 37):
+// "mostly" is the type that holds the most elements of the 2-D weights (norms and biases, 1-D,
+// stay F32 in every file type). general.type and general.size_label (parameters, e.g. "5.2M")
+// are the converter's too; without them llama.cpp prints "(guessed)" and no size.
+void Converter::SetFileTypeAndSize() {
+  std::map<GgmlType, int64_t> elements;
+  int64_t parameters = 0;
+  for (const GgufTensorReport& t : report_.tensors) {
+    int64_t n = 1;
+    for (int64_t d : t.dims) n *= d;
+    parameters += n;
+    if (t.dims.size() == 2) elements[t.type] += n;
+  }
+  GgmlType mostly = GgmlType::kF32;
+  int64_t most = -1;
+  for (const auto& [type, n] : elements) {
+    if (n > most) mostly = type, most = n;
+  }
+  uint32_t file_type = 0;
+  switch (mostly) {
+    case GgmlType::kF32:
+      file_type = 0;
+      break;
+    case GgmlType::kF16:
+      file_type = 1;
+      break;
+    case GgmlType::kQ4_0:
+      file_type = 2;
+      break;
+    case GgmlType::kQ4_1:
+      file_type = 3;
+      break;
+    case GgmlType::kQ8_0:
+      file_type = 7;
+      break;
+    case GgmlType::kTQ1_0:
+      file_type = 36;
+      break;
+    case GgmlType::kTQ2_0:
+      file_type = 37;
+      break;
+  }
+  writer_.SetKv("general.file_type", GgufValue::Uint32(file_type));
+  writer_.SetKv("general.type", GgufValue::String("model"));
+  const char* units[] = {"", "K", "M", "B", "T"};
+  double scaled = static_cast<double>(parameters);
+  int unit = 0;
+  while (scaled >= 1000 && unit < 4) scaled /= 1000, ++unit;
+  std::string label = absl::StrFormat(scaled < 10 ? "%.1f%s" : "%.0f%s", scaled, units[unit]);
+  writer_.SetKv("general.size_label", GgufValue::String(label));
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "kernels/gguf.h"
 #include "kernels/gguf_export.h"
 #include "kernels/lowbit.h"
@@ -1186,6 +1187,17 @@ TEST_F(ConvertTest, TinyModelConvertsExactly) {
   EXPECT_EQ(kv("general.architecture").as_string(), "llama");
   EXPECT_EQ(kv("general.name").as_string(), "tiny.qat");
   EXPECT_EQ(kv("general.alignment"), GgufValue::Uint32(32));
+  // Mostly TQ2_0 (llama.h LLAMA_FTYPE_MOSTLY_TQ2_0 = 37): the linears outnumber the F16
+  // embeddings; 1.45M parameters.
+  EXPECT_EQ(kv("general.file_type"), GgufValue::Uint32(37));
+  EXPECT_EQ(kv("general.type").as_string(), "model");
+  int64_t params = 0;
+  for (const GgufTensorReport& t : report->tensors) {
+    int64_t n = 1;
+    for (int64_t d : t.dims) n *= d;
+    params += n;
+  }
+  EXPECT_EQ(kv("general.size_label").as_string(), absl::StrFormat("%.1fM", params / 1e6));
   EXPECT_EQ(kv("llama.context_length"), GgufValue::Uint32(128));
   EXPECT_EQ(kv("llama.embedding_length"), GgufValue::Uint32(256));
   EXPECT_EQ(kv("llama.block_count"), GgufValue::Uint32(2));
@@ -1374,6 +1386,7 @@ TEST_F(ConvertTest, Tq1AndQ8_0Options) {
   absl::StatusOr<SafetensorsFile> packed = SafetensorsFile::Open(packed_path);
   ASSERT_TRUE(f.ok() && packed.ok());
   EXPECT_EQ(f->FindKv("general.name")->as_string(), "tiny-tq1");
+  EXPECT_EQ(*f->FindKv("general.file_type"), GgufValue::Uint32(36));  // MOSTLY_TQ1_0
   ExpectTensor(*f, "token_embd.weight", GgmlType::kQ8_0, {256, 258});
   ExpectTensor(*f, "output_norm.weight", GgmlType::kF32, {256});
   ExpectTensor(*f, "blk.1.attn_v.weight", GgmlType::kQ8_0, {256, 128});
@@ -1404,6 +1417,7 @@ TEST_F(ConvertTest, RowLengthNotAMultipleOf256FallsBack) {
   EXPECT_EQ(f->FindTensor("output.weight"), nullptr);  // tied: llama.cpp reuses token_embd
   // 6 ternary linears per layer read rows of 320 (layer 1's v_proj is dense, not a fallback).
   EXPECT_EQ(report->fallbacks(), 11);
+  EXPECT_EQ(*f->FindKv("general.file_type"), GgufValue::Uint32(1));  // every matrix F16
   for (const GgufTensorReport& t : report->tensors) {
     if (!t.fallback) continue;
     EXPECT_TRUE(t.ternary);

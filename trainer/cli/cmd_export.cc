@@ -144,6 +144,8 @@ int ExportMain(int argc, char** argv) {
     return Fail("export", std::string(tokenizer.status().message()));
   }
   gguf.tokenizer = (*tokenizer)->ToGguf();
+  // general.name: the output's name ("s" for s.gguf), not that of the temporary packed file.
+  gguf.name = std::filesystem::path(out).stem().string();
   absl::StatusOr<kernels::GgufExportReport> g = kernels::ConvertPackedToGguf(packed_path, out, gguf);
   std::error_code ec;
   std::filesystem::remove(packed_path, ec);
