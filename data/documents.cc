@@ -1,7 +1,6 @@
 #include "data/documents.h"
 
 #include <fcntl.h>
-#include <glob.h>
 #include <unistd.h>
 #include <zlib.h>
 #include <zstd.h>
@@ -15,6 +14,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "data/glob.h"
 #include "data/unicode.h"
 #include "io/atomic_file.h"
 #include "kernels/json.h"
@@ -158,8 +158,6 @@ class ZstdStream : public DocumentSource::Stream {
   uint64_t read_ = 0;
 };
 
-bool HasGlob(const std::string& s) { return s.find_first_of("*?[") != std::string::npos; }
-
 std::string Lower(std::string s) {
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return s;
@@ -217,20 +215,10 @@ absl::StatusOr<DocumentSource> DocumentSource::Open(const DocumentSourceOptions&
   DocumentSource source;
   source.fortune_ = options.fortune;
   for (const std::string& input : options.inputs) {
-    if (HasGlob(input) && !fs::exists(input)) {
-      glob_t g;
-      const int rc = glob(input.c_str(), 0, nullptr, &g);  // matches come sorted
-      if (rc == GLOB_NOMATCH) {
-        globfree(&g);
-        return absl::NotFoundError(absl::StrCat("prep: no file matches '", input, "'"));
-      }
-      if (rc != 0) {
-        globfree(&g);
-        return absl::InternalError(absl::StrCat("prep: cannot expand '", input, "'"));
-      }
-      std::vector<std::string> matches(g.gl_pathv, g.gl_pathv + g.gl_pathc);
-      globfree(&g);
-      for (const std::string& m : matches) {
+    if (HasGlobChars(input) && !fs::exists(input)) {
+      absl::StatusOr<std::vector<std::string>> matches = GlobSorted(input, "prep: no file matches");
+      if (!matches.ok()) return matches.status();
+      for (const std::string& m : *matches) {
         if (absl::Status s = AddPath(m, input, &source.files_); !s.ok()) return s;
       }
     } else if (absl::Status s = AddPath(input, input, &source.files_); !s.ok()) {
@@ -309,31 +297,20 @@ absl::StatusOr<bool> DocumentSource::ReadBatch(size_t max_bytes, std::vector<Raw
         have = true;
         break;
       }
-    } else if (fortune_) {
-      // Lines up to one holding only "%".
-      bool started = false;
-      for (;;) {
-        absl::StatusOr<bool> got = st.NextLine(&line, &line_no, &line_offset);
-        if (!got.ok()) return got.status();
-        if (!*got) break;
-        if (!started) r.line = line_no, r.offset = line_offset, started = true;
-        std::string_view content = line;
-        if (!content.empty() && content.back() == '\r') content.remove_suffix(1);
-        if (content == "%") break;
-        r.bytes.append(line);
-        if (st.offset > line_offset + static_cast<int64_t>(line.size())) r.bytes.push_back('\n');
-      }
-      have = started;
     } else {
-      // The whole file.
-      r.line = 1;
+      // Text: lines up to one holding only "%" (fortune), or the whole file.
       for (;;) {
         absl::StatusOr<bool> got = st.NextLine(&line, &line_no, &line_offset);
         if (!got.ok()) return got.status();
         if (!*got) break;
+        if (!have) r.line = line_no, r.offset = line_offset, have = true;
+        if (fortune_) {
+          std::string_view content = line;
+          if (!content.empty() && content.back() == '\r') content.remove_suffix(1);
+          if (content == "%") break;
+        }
         r.bytes.append(line);
         if (st.offset > line_offset + static_cast<int64_t>(line.size())) r.bytes.push_back('\n');
-        have = true;
       }
     }
     if (!have) {  // this file is done

@@ -1,11 +1,10 @@
 #include "data/mixture.h"
 
-#include <glob.h>
-
 #include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "data/glob.h"
 #include "data/hash.h"
 
 namespace qat::data {
@@ -21,18 +20,13 @@ absl::StatusOr<std::vector<std::string>> ExpandShardPaths(
     const std::vector<std::string>& patterns) {
   std::vector<std::string> files;
   for (const std::string& p : patterns) {
-    if (p.find_first_of("*?[") == std::string::npos) {
+    if (!HasGlobChars(p)) {
       files.push_back(p);
       continue;
     }
-    glob_t g;
-    const int rc = glob(p.c_str(), 0, nullptr, &g);
-    if (rc != 0) {
-      globfree(&g);
-      return absl::NotFoundError(absl::StrCat("data: no shard matches '", p, "'"));
-    }
-    files.insert(files.end(), g.gl_pathv, g.gl_pathv + g.gl_pathc);
-    globfree(&g);
+    absl::StatusOr<std::vector<std::string>> matches = GlobSorted(p, "data: no shard matches");
+    if (!matches.ok()) return matches.status();
+    files.insert(files.end(), matches->begin(), matches->end());
   }
   return files;
 }

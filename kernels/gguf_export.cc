@@ -674,6 +674,27 @@ absl::Status Converter::Run(const std::string& name) {
   return CheckAllTensorsUsed();
 }
 
+// llama.h's llama_ftype "mostly TYPE" for a GGML type.
+uint32_t LlamaFileType(GgmlType mostly) {
+  switch (mostly) {
+    case GgmlType::kF32:
+      return 0;  // LLAMA_FTYPE_ALL_F32
+    case GgmlType::kF16:
+      return 1;
+    case GgmlType::kQ4_0:
+      return 2;
+    case GgmlType::kQ4_1:
+      return 3;
+    case GgmlType::kQ8_0:
+      return 7;
+    case GgmlType::kTQ1_0:
+      return 36;
+    case GgmlType::kTQ2_0:
+      return 37;
+  }
+  return 0;
+}
+
 // general.file_type, as llama.cpp's converter writes it (llama.h's llama_ftype: ALL_F32 0,
 // MOSTLY_F16 1, MOSTLY_Q4_0 2, MOSTLY_Q4_1 3, MOSTLY_Q8_0 7, MOSTLY_TQ1_0 36, MOSTLY_TQ2_0 37):
 // "mostly" is the type that holds the most elements of the 2-D weights (norms and biases, 1-D,
@@ -693,31 +714,7 @@ void Converter::SetFileTypeAndSize() {
   for (const auto& [type, n] : elements) {
     if (n > most) mostly = type, most = n;
   }
-  uint32_t file_type = 0;
-  switch (mostly) {
-    case GgmlType::kF32:
-      file_type = 0;
-      break;
-    case GgmlType::kF16:
-      file_type = 1;
-      break;
-    case GgmlType::kQ4_0:
-      file_type = 2;
-      break;
-    case GgmlType::kQ4_1:
-      file_type = 3;
-      break;
-    case GgmlType::kQ8_0:
-      file_type = 7;
-      break;
-    case GgmlType::kTQ1_0:
-      file_type = 36;
-      break;
-    case GgmlType::kTQ2_0:
-      file_type = 37;
-      break;
-  }
-  writer_.SetKv("general.file_type", GgufValue::Uint32(file_type));
+  writer_.SetKv("general.file_type", GgufValue::Uint32(LlamaFileType(mostly)));
   writer_.SetKv("general.type", GgufValue::String("model"));
   const char* units[] = {"", "K", "M", "B", "T"};
   double scaled = static_cast<double>(parameters);

@@ -61,10 +61,11 @@ absl::StatusOr<std::string> SetThreadsPerRank(int64_t recipe_threads,
   if (absl::Status s = g.AllGather(mine, all.data(), 3, comm::DataType::kI64); !s.ok()) return s;
   // One description per node (ranks of a node that chose alike are one entry).
   std::map<int, std::vector<std::string>> per_node;
+  std::vector<int> ranks_on(placement.nodes, 0);
+  for (int node : placement.rank_node) ++ranks_on[node];
   for (int r = 0; r < g.size(); ++r) {
     const int node = placement.rank_node[r];
-    int local_size = 0;
-    for (int q = 0; q < g.size(); ++q) local_size += placement.rank_node[q] == node;
+    const int local_size = ranks_on[node];
     const int64_t threads = all[3 * r], cores = all[3 * r + 2];
     const std::string d =
         absl::StrCat(local_size, local_size == 1 ? " rank, " : " ranks, ", cores,
