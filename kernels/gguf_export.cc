@@ -720,7 +720,9 @@ void Converter::SetFileTypeAndSize() {
   double scaled = static_cast<double>(parameters);
   int unit = 0;
   while (scaled >= 1000 && unit < 4) scaled /= 1000, ++unit;
-  std::string label = absl::StrFormat(scaled < 10 ? "%.1f%s" : "%.0f%s", scaled, units[unit]);
+  // One decimal below 10 ("5.2M"), none above ("135M"). (StrFormat needs a constant format.)
+  const std::string label = scaled < 10 ? absl::StrFormat("%.1f%s", scaled, units[unit])
+                                        : absl::StrFormat("%.0f%s", scaled, units[unit]);
   writer_.SetKv("general.size_label", GgufValue::String(label));
 }
 
