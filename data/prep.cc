@@ -2,6 +2,7 @@
 #include "data/prep.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -15,6 +16,7 @@
 #include "data/documents.h"
 #include "data/hash.h"
 #include "data/tokens.h"
+#include "io/atomic_file.h"
 #include "kernels/thread_pool.h"
 
 namespace qat::data {
@@ -133,10 +135,237 @@ struct Encoded {
   bool blank = false, val = false;
 };
 
+// Tokenizes one batch of records on the pool, in place of `encoded` (one entry per record).
+void EncodeBatch(kernels::ThreadPool& pool, const std::vector<RawRecord>& batch,
+                 const DocumentSource& source, const Tokenizer& tokenizer,
+                 const PrepOptions& options, std::vector<Encoded>* encoded) {
+  const bool bos = tokenizer.bos_id() >= 0 && tokenizer.bos_id() != tokenizer.eos_id();
+  encoded->assign(batch.size(), Encoded{});
+  pool.ParallelFor(static_cast<int64_t>(batch.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      Encoded& e = (*encoded)[i];
+      absl::StatusOr<std::string> text =
+          RecordText(batch[i], source.files()[batch[i].file], options.json_keys);
+      if (!text.ok()) {
+        e.status = text.status();
+        continue;
+      }
+      if (IsBlank(*text)) {
+        e.blank = true;
+        continue;
+      }
+      absl::StatusOr<std::vector<int32_t>> ids = tokenizer.Encode(*text);
+      if (!ids.ok()) {
+        e.status = absl::InvalidArgumentError(
+            absl::StrCat(source.files()[batch[i].file], ":", batch[i].line, " (byte offset ",
+                         batch[i].offset, "): ", ids.status().message()));
+        continue;
+      }
+      e.ids.reserve(ids->size() + 2);
+      if (bos) e.ids.push_back(tokenizer.bos_id());
+      e.ids.insert(e.ids.end(), ids->begin(), ids->end());
+      if (tokenizer.eos_id() >= 0) e.ids.push_back(tokenizer.eos_id());
+      e.val = DocumentDraw(options.seed, *text) < options.val_fraction;
+    }
+  });
+}
+
+// The one writer of the shards: takes the encoded batches in input order, so what is written
+// depends neither on the threads nor on the ranks that encoded them.
+class Assembler {
+ public:
+  Assembler(const PrepOptions& options, PrepStats* stats)
+      : options_(options),
+        stats_(*stats),
+        train_(options.out_dir, "train", stats->vocab_size, options.shard_tokens),
+        val_(options.out_dir, "val", stats->vocab_size, options.shard_tokens) {}
+
+  // The first bad record stops prep unless skip_bad, which counts it.
+  absl::Status Add(const std::vector<Encoded>& batch) {
+    for (const Encoded& e : batch) {
+      if (!e.status.ok()) {
+        if (!options_.skip_bad) {
+          return Fail(absl::Status(e.status.code(),
+                                   absl::StrCat("prep: ", e.status.message(),
+                                                " (--skip-bad counts such records instead)")));
+        }
+        if (stats_.skipped++ == 0) stats_.first_skipped = std::string(e.status.message());
+        ++stats_.skipped_by_reason[Reason(std::string(e.status.message()))];
+        continue;
+      }
+      if (e.blank) {
+        ++stats_.empty_documents;
+        continue;
+      }
+      ++stats_.documents;
+      ++(e.val ? stats_.val_documents : stats_.train_documents);
+      (e.val ? stats_.val_tokens : stats_.train_tokens) += static_cast<int64_t>(e.ids.size());
+      if (absl::Status s = (e.val ? val_ : train_).Add(e.ids); !s.ok()) return Fail(s);
+    }
+    return absl::OkStatus();
+  }
+
+  // After the last batch: the splits' checks, then the shards committed and stale ones removed.
+  absl::Status Finish(const std::vector<std::string>& files) {
+    if (stats_.documents == 0) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "prep: no non-empty documents in ", files.front(),
+          stats_.input_files > 1 ? absl::StrCat(" and ", stats_.input_files - 1, " more file(s)")
+                                 : "",
+          stats_.skipped > 0 ? absl::StrCat(" (", stats_.skipped, " bad record(s) skipped)")
+                             : "")));
+    }
+    // An empty split is an error, with the reason: the split is by a hash of each document.
+    if (options_.val_fraction > 0 && stats_.val_documents == 0) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "prep: no document went to validation: each of the ", stats_.documents,
+          " documents goes there with probability ", options_.val_fraction,
+          " (--val-fraction), by a hash of its text. Give more documents (--fortune splits text "
+          "files at lines holding \"%\"), a larger --val-fraction, or --val-fraction 0 for none")));
+    }
+    if (stats_.train_documents == 0) {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("prep: no document went to training: all ", stats_.documents,
+                       " drew validation places (--val-fraction ", options_.val_fraction,
+                       "). Give more documents or a smaller --val-fraction")));
+    }
+    if (absl::Status s = train_.Finish(); !s.ok()) return Fail(s);
+    if (absl::Status s = val_.Finish(); !s.ok()) return Fail(s);
+    for (const SplitWriter* w : {&train_, &val_}) {
+      for (const std::string& f : w->Stale()) std::remove(f.c_str());
+    }
+    stats_.train_files = train_.files();
+    stats_.val_files = val_.files();
+    return absl::OkStatus();
+  }
+
+  absl::Status Fail(absl::Status s) {
+    train_.Abandon();
+    val_.Abandon();
+    return s;
+  }
+
+ private:
+  const PrepOptions& options_;
+  PrepStats& stats_;
+  SplitWriter train_, val_;
+};
+
+// A rank's part file (prep on several ranks): the batches it encoded, in input order. Little-
+// endian (every platform qat builds for); written and read by the ranks of one job, then removed.
+//   per batch:  u64 batch index, u64 record count, then per record:
+//     u8 flags (1: blank, 2: validation, 4: bad record)
+//     bad record: i32 absl status code, u32 message bytes, the message
+//     otherwise:  u32 token count, the tokens as i32
+std::string PartPath(const PrepOptions& options, int rank) {
+  return absl::StrFormat("%s/.prep-part-%d-of-%d", options.out_dir, rank, options.ranks);
+}
+
+class PartWriter {
+ public:
+  absl::Status Open(const std::string& path) {
+    path_ = path;
+    file_ = std::fopen(path.c_str(), "wb");
+    return file_ ? absl::OkStatus() : io::ErrnoError("prep: cannot create part file", path, errno);
+  }
+  ~PartWriter() {
+    if (file_) std::fclose(file_);
+  }
+  absl::Status Write(uint64_t batch_index, const std::vector<Encoded>& batch) {
+    Put(batch_index);
+    Put(static_cast<uint64_t>(batch.size()));
+    for (const Encoded& e : batch) {
+      Put(static_cast<uint8_t>((e.blank ? 1 : 0) | (e.val ? 2 : 0) | (e.status.ok() ? 0 : 4)));
+      if (!e.status.ok()) {
+        Put(static_cast<int32_t>(e.status.code()));
+        Put(static_cast<uint32_t>(e.status.message().size()));
+        Bytes(e.status.message().data(), e.status.message().size());
+      } else if (!e.blank) {
+        Put(static_cast<uint32_t>(e.ids.size()));
+        Bytes(e.ids.data(), e.ids.size() * sizeof(int32_t));
+      }
+    }
+    return failed_ ? io::ErrnoError("prep: cannot write part file", path_, errno)
+                   : absl::OkStatus();
+  }
+  absl::Status Close() {
+    const bool ok = !failed_ && std::fclose(file_) == 0;
+    file_ = nullptr;
+    return ok ? absl::OkStatus() : io::ErrnoError("prep: cannot write part file", path_, errno);
+  }
+
+ private:
+  template <typename T>
+  void Put(T v) {
+    Bytes(&v, sizeof v);
+  }
+  void Bytes(const void* p, size_t n) {
+    if (!failed_ && n > 0 && std::fwrite(p, 1, n, file_) != n) failed_ = true;
+  }
+  std::string path_;
+  std::FILE* file_ = nullptr;
+  bool failed_ = false;
+};
+
+class PartReader {
+ public:
+  absl::Status Open(const std::string& path) {
+    path_ = path;
+    file_ = std::fopen(path.c_str(), "rb");
+    return file_ ? absl::OkStatus() : io::ErrnoError("prep: cannot open part file", path, errno);
+  }
+  ~PartReader() {
+    if (file_) std::fclose(file_);
+  }
+  // The next batch, which must be `batch_index`.
+  absl::Status Read(uint64_t batch_index, std::vector<Encoded>* batch) {
+    uint64_t index = 0, records = 0;
+    if (!Get(&index) || !Get(&records)) return Truncated(batch_index);
+    if (index != batch_index) {
+      return absl::DataLossError(absl::StrCat("prep: part file ", path_, " holds batch ", index,
+                                              " where batch ", batch_index, " was expected"));
+    }
+    batch->assign(records, Encoded{});
+    for (Encoded& e : *batch) {
+      uint8_t flags = 0;
+      if (!Get(&flags)) return Truncated(batch_index);
+      e.blank = flags & 1;
+      e.val = flags & 2;
+      uint32_t n = 0;
+      if (flags & 4) {
+        int32_t code = 0;
+        if (!Get(&code) || !Get(&n)) return Truncated(batch_index);
+        std::string message(n, '\0');
+        if (!Bytes(message.data(), n)) return Truncated(batch_index);
+        e.status = absl::Status(static_cast<absl::StatusCode>(code), message);
+      } else if (!e.blank) {
+        if (!Get(&n)) return Truncated(batch_index);
+        e.ids.resize(n);
+        if (!Bytes(e.ids.data(), size_t(n) * sizeof(int32_t))) return Truncated(batch_index);
+      }
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  template <typename T>
+  bool Get(T* v) {
+    return Bytes(v, sizeof *v);
+  }
+  bool Bytes(void* p, size_t n) { return n == 0 || std::fread(p, 1, n, file_) == n; }
+  absl::Status Truncated(uint64_t batch_index) const {
+    return absl::DataLossError(
+        absl::StrCat("prep: part file ", path_, " ends inside or before batch ", batch_index));
+  }
+  std::string path_;
+  std::FILE* file_ = nullptr;
+};
+
 }  // namespace
 
 absl::StatusOr<PrepStats> Prep(const PrepOptions& options,
-                               const std::function<void(const PrepProgress&)>& progress) {
+                               const std::function<void(const PrepProgress&)>& progress,
+                               const PrepVote& vote) {
   const auto start = std::chrono::steady_clock::now();
   const auto seconds = [&] {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -149,136 +378,149 @@ absl::StatusOr<PrepStats> Prep(const PrepOptions& options,
   }
   if (options.json_keys.empty()) return absl::InvalidArgumentError("prep: no JSON key given");
   if (options.shard_tokens < 0) return absl::InvalidArgumentError("prep: shard_tokens < 0");
-
-  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer_or = LoadTokenizer(options.tokenizer);
-  if (!tokenizer_or.ok()) {
-    return absl::Status(tokenizer_or.status().code(),
-                        absl::StrCat("prep: tokenizer: ", tokenizer_or.status().message()));
+  if (options.batch_bytes == 0) return absl::InvalidArgumentError("prep: batch_bytes is 0");
+  if (options.ranks < 1 || options.rank < 0 || options.rank >= options.ranks) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("prep: rank ", options.rank, " of ", options.ranks));
   }
-  const Tokenizer& tokenizer = **tokenizer_or;
-  DocumentSourceOptions source_options;
-  source_options.inputs = options.inputs;
-  source_options.format = options.format;
-  source_options.fortune = options.fortune_format;
-  absl::StatusOr<DocumentSource> source = DocumentSource::Open(source_options);
-  if (!source.ok()) return source.status();
-
-  std::error_code ec;
-  fs::create_directories(options.out_dir, ec);
-  if (ec) {
-    return absl::InternalError(
-        absl::StrCat("prep: cannot create directory ", options.out_dir, ": ", ec.message()));
+  const int ranks = options.ranks, rank = options.rank;
+  if (ranks > 1 && !vote) {
+    return absl::InvalidArgumentError("prep: several ranks need the collective vote");
   }
+
+  // Everything that can fail before the batches, as one status (every rank votes on it).
   PrepStats stats;
-  stats.tokenizer_kind = tokenizer.kind();
-  stats.vocab_size = tokenizer.vocab_size();
-  stats.input_files = static_cast<int64_t>(source->files().size());
-  SplitWriter train(options.out_dir, "train", stats.vocab_size, options.shard_tokens);
-  SplitWriter val(options.out_dir, "val", stats.vocab_size, options.shard_tokens);
-  const auto fail = [&](absl::Status s) {
-    train.Abandon();
-    val.Abandon();
-    return s;
+  stats.ranks = ranks;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::optional<DocumentSource> source;
+  const auto set_up = [&]() -> absl::Status {
+    absl::StatusOr<std::unique_ptr<Tokenizer>> t = LoadTokenizer(options.tokenizer);
+    if (!t.ok()) {
+      return absl::Status(t.status().code(),
+                          absl::StrCat("prep: tokenizer: ", t.status().message()));
+    }
+    tokenizer = *std::move(t);
+    DocumentSourceOptions source_options;
+    source_options.inputs = options.inputs;
+    source_options.format = options.format;
+    source_options.fortune = options.fortune_format;
+    absl::StatusOr<DocumentSource> s = DocumentSource::Open(source_options);
+    if (!s.ok()) return s.status();
+    source.emplace(*std::move(s));
+    std::error_code ec;
+    fs::create_directories(options.out_dir, ec);
+    if (ec) {
+      return absl::InternalError(
+          absl::StrCat("prep: cannot create directory ", options.out_dir, ": ", ec.message()));
+    }
+    return absl::OkStatus();
+  };
+  absl::Status status = set_up();
+  if (!status.ok() && ranks == 1) return status;
+  if (status.ok()) {
+    stats.tokenizer_kind = tokenizer->kind();
+    stats.vocab_size = tokenizer->vocab_size();
+    stats.input_files = static_cast<int64_t>(source->files().size());
+  }
+  const auto report = [&](int64_t documents, int64_t tokens) {
+    if (!progress) return;
+    PrepProgress p;
+    p.documents = documents;
+    p.tokens = tokens;
+    p.file_bytes = source->file_bytes_read();
+    p.total_file_bytes = source->total_file_bytes();
+    p.text_bytes = source->bytes_read();
+    p.seconds = seconds();
+    p.ranks = ranks;
+    progress(p);
   };
 
   kernels::ThreadPool pool(options.threads);
   stats.threads = pool.size();
-  const bool bos = tokenizer.bos_id() >= 0 && tokenizer.bos_id() != tokenizer.eos_id();
   std::vector<RawRecord> batch;
   std::vector<Encoded> encoded;
-  for (;;) {
-    batch.clear();
-    absl::StatusOr<bool> more = source->ReadBatch(options.batch_bytes, &batch);
-    if (!more.ok()) return fail(more.status());
-    if (!*more) break;
-    encoded.assign(batch.size(), Encoded{});
-    pool.ParallelFor(static_cast<int64_t>(batch.size()), 1, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        Encoded& e = encoded[i];
-        absl::StatusOr<std::string> text =
-            RecordText(batch[i], source->files()[batch[i].file], options.json_keys);
-        if (!text.ok()) {
-          e.status = text.status();
-          continue;
-        }
-        if (IsBlank(*text)) {
-          e.blank = true;
-          continue;
-        }
-        absl::StatusOr<std::vector<int32_t>> ids = tokenizer.Encode(*text);
-        if (!ids.ok()) {
-          e.status = absl::InvalidArgumentError(
-              absl::StrCat(source->files()[batch[i].file], ":", batch[i].line, " (byte offset ",
-                           batch[i].offset, "): ", ids.status().message()));
-          continue;
-        }
-        e.ids.reserve(ids->size() + 2);
-        if (bos) e.ids.push_back(tokenizer.bos_id());
-        e.ids.insert(e.ids.end(), ids->begin(), ids->end());
-        if (tokenizer.eos_id() >= 0) e.ids.push_back(tokenizer.eos_id());
-        e.val = DocumentDraw(options.seed, *text) < options.val_fraction;
-      }
-    });
-    // In input order: what is written does not depend on the threads.
-    for (Encoded& e : encoded) {
-      if (!e.status.ok()) {
-        if (!options.skip_bad) {
-          return fail(absl::Status(e.status.code(),
-                                   absl::StrCat("prep: ", e.status.message(),
-                                                " (--skip-bad counts such records instead)")));
-        }
-        if (stats.skipped++ == 0) stats.first_skipped = std::string(e.status.message());
-        ++stats.skipped_by_reason[Reason(std::string(e.status.message()))];
-        continue;
-      }
-      if (e.blank) {
-        ++stats.empty_documents;
-        continue;
-      }
-      ++stats.documents;
-      ++(e.val ? stats.val_documents : stats.train_documents);
-      (e.val ? stats.val_tokens : stats.train_tokens) += static_cast<int64_t>(e.ids.size());
-      if (absl::Status s = (e.val ? val : train).Add(e.ids); !s.ok()) return fail(s);
+  // A read error ends the input where it occurs; records before it are still judged first, as in
+  // input order the first problem is the one reported.
+  absl::Status read_error;
+  uint64_t batches = 0;
+
+  if (ranks == 1) {
+    Assembler assembler(options, &stats);
+    for (;; ++batches) {
+      batch.clear();
+      absl::StatusOr<bool> more = source->ReadBatch(options.batch_bytes, &batch);
+      if (!more.ok()) return assembler.Fail(more.status());
+      if (!*more) break;
+      EncodeBatch(pool, batch, *source, *tokenizer, options, &encoded);
+      if (absl::Status s = assembler.Add(encoded); !s.ok()) return s;
+      report(stats.documents, stats.train_tokens + stats.val_tokens);
     }
-    if (progress) {
-      PrepProgress p;
-      p.documents = stats.documents;
-      p.tokens = stats.train_tokens + stats.val_tokens;
-      p.file_bytes = source->file_bytes_read();
-      p.total_file_bytes = source->total_file_bytes();
-      p.text_bytes = source->bytes_read();
-      p.seconds = seconds();
-      progress(p);
+    stats.input_bytes = source->bytes_read();
+    if (absl::Status s = assembler.Finish(source->files()); !s.ok()) return s;
+    stats.seconds = seconds();
+    return stats;
+  }
+
+  // Several ranks. Every rank reads the whole input (batch boundaries depend on it alone) and
+  // encodes batches rank, rank + ranks, ... into its part file; then rank 0 writes the shards from
+  // the parts in batch order, through the same Assembler as one process would.
+  if (status.ok()) {
+    PartWriter part;
+    status = part.Open(PartPath(options, rank));
+    int64_t documents = 0, tokens = 0;
+    for (; status.ok(); ++batches) {
+      batch.clear();
+      absl::StatusOr<bool> more = source->ReadBatch(options.batch_bytes, &batch);
+      if (!more.ok()) {
+        read_error = more.status();
+        break;
+      }
+      if (!*more) break;
+      documents += static_cast<int64_t>(batch.size());
+      if (batches % ranks != static_cast<uint64_t>(rank)) continue;
+      EncodeBatch(pool, batch, *source, *tokenizer, options, &encoded);
+      status = part.Write(batches, encoded);
+      for (const Encoded& e : encoded) tokens += static_cast<int64_t>(e.ids.size());
+      report(documents, tokens);
+      // Without skip_bad, a bad record here stops prep at or before it: no later batch is read.
+      if (!options.skip_bad && std::any_of(encoded.begin(), encoded.end(),
+                                           [](const Encoded& e) { return !e.status.ok(); })) {
+        ++batches;
+        break;
+      }
     }
+    if (absl::Status s = part.Close(); status.ok()) status = s;
   }
-  stats.input_bytes = source->bytes_read();
-  if (stats.documents == 0) {
-    return fail(absl::InvalidArgumentError(absl::StrCat(
-        "prep: no non-empty documents in ", source->files().front(),
-        stats.input_files > 1 ? absl::StrCat(" and ", stats.input_files - 1, " more file(s)") : "",
-        stats.skipped > 0 ? absl::StrCat(" (", stats.skipped, " bad record(s) skipped)") : "")));
+  const auto remove_parts = [&] {
+    if (rank != 0) return;
+    for (int r = 0; r < ranks; ++r) std::remove(PartPath(options, r).c_str());
+  };
+  absl::StatusOr<bool> all_encoded = vote(status.ok());
+  if (!all_encoded.ok()) return all_encoded.status();
+  if (!*all_encoded) {
+    remove_parts();
+    if (!status.ok()) return status;
+    return absl::AbortedError("prep: another rank failed (its error is above)");
   }
-  // An empty split is an error, with the reason: the split is by a hash of each document.
-  if (options.val_fraction > 0 && stats.val_documents == 0) {
-    return fail(absl::InvalidArgumentError(absl::StrCat(
-        "prep: no document went to validation: each of the ", stats.documents,
-        " documents goes there with probability ", options.val_fraction,
-        " (--val-fraction), by a hash of its text. Give more documents (--fortune splits text "
-        "files at lines holding \"%\"), a larger --val-fraction, or --val-fraction 0 for none")));
+  if (rank == 0) {
+    Assembler assembler(options, &stats);
+    std::vector<PartReader> parts(ranks);
+    for (int r = 0; r < ranks && status.ok(); ++r) status = parts[r].Open(PartPath(options, r));
+    for (uint64_t b = 0; b < batches && status.ok(); ++b) {
+      status = parts[b % ranks].Read(b, &encoded);
+      if (status.ok()) status = assembler.Add(encoded);
+    }
+    if (status.ok() && !read_error.ok()) status = assembler.Fail(read_error);
+    stats.input_bytes = source->bytes_read();
+    if (status.ok()) status = assembler.Finish(source->files());
+    parts.clear();
+    remove_parts();
   }
-  if (stats.train_documents == 0) {
-    return fail(absl::InvalidArgumentError(
-        absl::StrCat("prep: no document went to training: all ", stats.documents,
-                     " drew validation places (--val-fraction ", options.val_fraction,
-                     "). Give more documents or a smaller --val-fraction")));
-  }
-  if (absl::Status s = train.Finish(); !s.ok()) return fail(s);
-  if (absl::Status s = val.Finish(); !s.ok()) return fail(s);
-  for (const SplitWriter* w : {&train, &val}) {
-    for (const std::string& f : w->Stale()) std::remove(f.c_str());
-  }
-  stats.train_files = train.files();
-  stats.val_files = val.files();
+  absl::StatusOr<bool> all_done = vote(status.ok());
+  if (!all_done.ok()) return all_done.status();
+  if (!status.ok()) return status;
+  if (!*all_done)
+    return absl::AbortedError("prep: rank 0 failed writing the shards (its error is above)");
   stats.seconds = seconds();
   return stats;
 }

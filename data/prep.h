@@ -5,7 +5,7 @@
 // EOS). Which split it goes to depends only on the seed and a hash of its text, so neither the
 // order of the files nor the shard size nor the thread count changes it (and duplicates of a
 // document land together). Documents are tokenized on every core, in batches, and written in
-// input order: the shards are byte-identical whatever the thread count.
+// input order: the shards are byte-identical whatever the thread and rank counts.
 #pragma once
 
 #include <cstdint>
@@ -33,6 +33,10 @@ struct PrepOptions {
   int64_t shard_tokens = 0;  // > 0: split each split into NAME-00000.bin, ... of about this many
                              // tokens (whole documents); 0: one train.bin and one val.bin
   size_t batch_bytes = 32 << 20;  // input read and tokenized at a time
+  // Several processes (mpirun -np N qat prep): every rank reads the whole input and tokenizes
+  // batches rank, rank + ranks, ... into a part file in out_dir; rank 0 then writes the shards
+  // from the parts in batch order. The shards are the same for any ranks, threads and batch size.
+  int rank = 0, ranks = 1;
 };
 
 struct PrepProgress {
@@ -40,6 +44,7 @@ struct PrepProgress {
   uint64_t file_bytes = 0, total_file_bytes = 0;  // on disk: progress and ETA
   uint64_t text_bytes = 0;                        // decompressed
   double seconds = 0;
+  int ranks = 1;  // > 1: documents are those read, tokens those this rank wrote
 };
 
 struct PrepStats {
@@ -55,10 +60,18 @@ struct PrepStats {
   double seconds = 0;
   std::string tokenizer_kind;  // "byte", "bpe" or "sentencepiece"
   int64_t vocab_size = 0;
-  int threads = 1;
+  int threads = 1;  // of this rank
+  int ranks = 1;
 };
 
+// With ranks > 1, a collective the caller provides (an all-reduce over the ranks): every rank
+// calls it with whether it succeeded so far, and gets true when all did.
+using PrepVote = std::function<absl::StatusOr<bool>(bool ok)>;
+
+// On ranks other than 0 (several ranks), the stats hold only what that rank knows (tokenizer,
+// threads); the shards and their counts are rank 0's.
 absl::StatusOr<PrepStats> Prep(const PrepOptions& options,
-                               const std::function<void(const PrepProgress&)>& progress = {});
+                               const std::function<void(const PrepProgress&)>& progress = {},
+                               const PrepVote& vote = {});
 
 }  // namespace qat::data

@@ -334,6 +334,9 @@ TEST(Placement, SharedRunDirIsCheckedOnEveryRank) {
   const comm::LocalPlacement p = comm::MpiLocalPlacement().value();
   const std::string run = shared.dir() + "/run";
   EXPECT_TRUE(CheckSharedRunDir(run, p, w).ok());
+  // Rank 0 removes the check's file once every rank has read it; the others return as soon as
+  // the vote is in, so they look only after rank 0 is past the removal too.
+  ASSERT_TRUE(w.Barrier().ok());
   EXPECT_TRUE(fs::is_directory(run));
   EXPECT_TRUE(fs::is_empty(run));  // the check's file is gone
   ASSERT_TRUE(w.Barrier().ok());
