@@ -2,6 +2,7 @@
 #include "data/bpe.h"
 
 #include <algorithm>
+#include <atomic>
 #include <limits>
 #include <queue>
 
@@ -67,7 +68,9 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::Create(std::string j
                                                                    std::string config,
                                                                    const std::string& origin,
                                                                    std::vector<std::string> files) {
+  static std::atomic<uint64_t> instances{0};
   std::unique_ptr<BpeTokenizer> t(new BpeTokenizer());
+  t->instance_ = ++instances;
   t->json_ = std::move(json_text);
   t->config_ = std::move(config);
   t->files_ = std::move(files);
@@ -475,7 +478,20 @@ absl::StatusOr<std::vector<int32_t>> BpeTokenizer::Encode(std::string_view text)
         absl::StrCat("BPE tokenizer: text is not valid UTF-8 at byte offset ", bad, " (byte 0x",
                      absl::Hex(static_cast<unsigned char>(text[bad]), absl::kZeroPad2), ")"));
   }
-  std::unordered_map<std::string, std::vector<int32_t>> cache;
+  // Pieces merged before, kept per thread across calls: a corpus repeats its words, and merging
+  // is most of the time (prep calls Encode once per document, on the same pool threads). The
+  // cache belongs to one tokenizer at a time and is bounded.
+  constexpr size_t kMaxCachedPieces = 1 << 18;
+  struct PieceCache {
+    uint64_t owner = 0;
+    std::unordered_map<std::string, std::vector<int32_t>> pieces;
+  };
+  thread_local PieceCache thread_cache;
+  if (thread_cache.owner != instance_ || thread_cache.pieces.size() > kMaxCachedPieces) {
+    thread_cache.pieces.clear();
+    thread_cache.owner = instance_;
+  }
+  std::unordered_map<std::string, std::vector<int32_t>>& cache = thread_cache.pieces;
   std::vector<int32_t> ids;
   size_t pos = 0;
   while (pos < text.size()) {

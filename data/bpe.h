@@ -121,6 +121,9 @@ class BpeTokenizer : public Tokenizer {
   std::array<std::vector<int>, 256> added_by_first_byte_;  // indexes into added_, longest first
   std::vector<int8_t> added_kind_;                         // per id: 0 none, 1 added, 2 special
   int32_t bos_ = -1, eos_ = -1;
+  // This tokenizer's identity for the per-thread cache of merged pieces (bpe.cc): unique over the
+  // process's lifetime, unlike an address, which a later tokenizer may reuse.
+  uint64_t instance_ = 0;
 };
 
 }  // namespace qat::data

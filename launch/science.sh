@@ -84,7 +84,7 @@ case $mode in
     out=${out:-runs/science-smoke}; vocab=512; corpus_sel=${corpus_sel:-fortunes}; max_bytes=400000
     lambdas=${lambdas:-"1"}; seeds=${seeds:-"1 2"}
     ((install_set)) || install=0
-    T=(model.hidden_size=128 model.intermediate_size=256 model.num_layers=1 model.num_heads=2
+    T=(model.hidden_size=128 model.intermediate_size=256 model.num_layers=2 model.num_heads=2
        model.num_kv_heads=1 model.max_seq_len=128 data.seq_len=64 train.steps=30 train.batch_size=8
        train.micro_batch_size=8 train.warmup_steps=5 eval.every=10 eval.max_windows=4
        run.save_every=0 run.log_every=5)
@@ -166,6 +166,12 @@ pool_wait() {
   ! compgen -G "$out/logs/$1*.failed" >/dev/null
 }
 
+# Whether an evaluation exists and holds the smoothness proxy per block input (older ones, from
+# before qat eval reported it, are done again).
+has_blocks() { [ -f "$1" ] && grep -q '"block_smoothness": \[' "$1"; }
+# The per-block proxy of an evaluation as tab-separated numbers (KEY: block_smoothness or
+# teacher_block_smoothness); empty when absent.
+jlist() { [ -f "$1" ] || return 0; sed -n "s/.*\"$2\": \[\([^]]*\)\].*/\1/p" "$1" | head -1 | tr -d ' ' | tr ',' '\t'; }
 # A number from one of qat eval's JSON files (empty when absent or not finite).
 jf() { [ -f "$1" ] && sed -n "s/.*\"$2\": \([-0-9.e+]*\)[,}].*/\1/p" "$1" | head -1; }
 num() { local v; v=$(jf "$1" "$2"); echo "${v:-NA}"; }
@@ -373,7 +379,7 @@ part_ptq() {
   [ -f "$data/val-part-$nparts.bin" ] || split_shard "$nparts" "$data/val-part" "$data/val.bin"
   local d k
   for k in $(seq "$nparts"); do
-    [ -f "$ptq/teacher-part-$k.json" ] || run_job "ptq-teacher-part-$k" "$qat" eval --ckpt "$teacher" \
+    has_blocks "$ptq/teacher-part-$k.json" || run_job "ptq-teacher-part-$k" "$qat" eval --ckpt "$teacher" \
       --teacher "$teacher" --metrics --data "$data/val-part-$k.bin" --windows "$part_windows" \
       --max-new-tokens 0 --threads "$tpj" --json "$ptq/teacher-part-$k.json"
   done
@@ -384,7 +390,7 @@ part_ptq() {
       [[ " $part_quants " == *" $b "* ]] || continue
     fi
     for k in $(seq "$nparts"); do
-      [ -f "$d/eval-part-$k.json" ] || run_job "ptq-$(basename "$d")-part-$k" "$qat" eval --ckpt "$d" \
+      has_blocks "$d/eval-part-$k.json" || run_job "ptq-$(basename "$d")-part-$k" "$qat" eval --ckpt "$d" \
         --teacher "$teacher" --metrics --data "$data/val-part-$k.bin" --windows "$part_windows" \
         --max-new-tokens 0 --threads "$tpj" --json "$d/eval-part-$k.json"
     done
@@ -423,7 +429,7 @@ part_qat() {
   local name m e l s
   for s in "${seed_list[@]}"; do
     while read -r name m e l; do
-      [ -f "$qatdir/$name-s$s/eval.json" ] && continue
+      has_blocks "$qatdir/$name-s$s/eval.json" && continue
       n=$((n + 1))
       run_job "qat-$name-s$s" qat_one "$name" "$m" "$e" "$l" "$s"
     done < <(qat_configs)
@@ -603,6 +609,38 @@ collect() {
         "$(num "$j" candidates_above)" "$(num "$j" teacher_smoothness)" "$(num "$j" teacher_candidates_exp_entropy)" "$ms"
     done; done < <(qat_configs)
   } >"$rep/qat.tsv"
+  # ptq-blocks.tsv / qat-blocks.tsv: model, replicate, the proxy at each block input S0..S(L-1)
+  # (S0: the embeddings), Sdeep = their mean over blocks 1..L-1, and the teacher's on the same windows
+  local L; L=$(awk '/^model:/ { m = 1; next } /^[a-z]/ { m = 0 } m && /^  num_layers:/ { print $2; exit }' "$teacher/recipe.yaml" 2>/dev/null)
+  L=${L:-0}
+  block_header() { printf 'model\trep'; local l; for ((l = 0; l < L; l++)); do printf '\tS%d' "$l"; done
+    printf '\tSdeep'; for ((l = 0; l < L; l++)); do printf '\ttS%d' "$l"; done; printf '\ttSdeep\n'; }
+  block_row() {  # MODEL REP JSON STUDENT_KEY TEACHER_KEY
+    local s t; s=$(jlist "$3" "$4"); t=$(jlist "$3" "$5")
+    [ -n "$s" ] && [ -n "$t" ] || return 0
+    printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$s" "$t" | awk -F'\t' -v L="$L" 'BEGIN { OFS = "\t" }
+      NF == 2 + 2 * L { d = 0; e = 0; for (l = 1; l < L; l++) { d += $(3 + l); e += $(3 + L + l) }
+        out = $1 OFS $2; for (l = 0; l < L; l++) out = out OFS $(3 + l)
+        out = out OFS (L > 1 ? d / (L - 1) : "NA"); for (l = 0; l < L; l++) out = out OFS $(3 + L + l)
+        print out, (L > 1 ? e / (L - 1) : "NA") }'
+  }
+  {
+    block_header
+    local k q m
+    for k in $(seq "$nparts"); do
+      block_row teacher "$k" "$ptq/teacher-part-$k.json" teacher_block_smoothness teacher_block_smoothness
+      for q in "${ptq_quantizers[@]}"; do for m in "${ptq_methods[@]}"; do
+        block_row "$q-$m" "$k" "$ptq/$q-$m/eval-part-$k.json" block_smoothness teacher_block_smoothness
+      done; done
+    done
+  } >"$rep/ptq-blocks.tsv"
+  {
+    block_header
+    local name mo e l s
+    while read -r name mo e l; do for s in "${seed_list[@]}"; do
+      block_row "$name" "$s" "$qatdir/$name-s$s/eval.json" block_smoothness teacher_block_smoothness
+    done; done < <(qat_configs)
+  } >"$rep/qat-blocks.tsv"
   # gen.tsv: model, part of the teacher's continuations, the model's and the teacher's candidates
   {
     printf 'model\trep\tC\ttC\tCab\ttCab\tppl\tear\n'
@@ -662,7 +700,7 @@ part_report() {
   echo "- **The papers' claims** (quoted from \`MISSION.md\`): FINE (\"Fitting Is Not Enough: Smoothness in Extremely Quantized LLMs\"): smoothness degrades as bits fall; preserving it gives gains beyond fitting; \"maximizing smoothness is not unconditionally beneficial\"; quantized models lose effective candidates. SLQ (\"Statistically-Lossless Quantization of LLMs\"): EAR = 1 − TV(p, q); asymmetric quantizers matter for distribution fidelity."
   echo "- **Ours** (the authors' code is unreleased): the smoothness proxy S = E_batch ‖dL/dx‖₂ at the token embeddings; the regularizers grad_norm (λ E‖dL/dx‖²) and grad_match (λ E‖dL_S/dx − dL_T/dx‖², the teacher's and the student's cross-entropy input gradients) and their estimators (exact double backward; finite_diff, a central difference of the parameter gradient along the penalised direction) — definitions in \`trainer/objective.h\`; the smoothness-preserving GPTQ (GPTQ with the Hessian H_x + μ' H_g, H_g from the teacher's input gradients) — \`ptq/ptq.h\`. FINE's own losses and PTQ objective may differ."
   echo "- **Effective candidates are a stand-in.** Ours is exp(entropy of the next-token distribution), averaged over positions (and the count of tokens with p > 0.01). FINE's \"effective candidates\" come from its sequence-neighbourhood modelling (rPPL-1..40, decoding trees), whose exact definition is unpublished. A verdict on our stand-in is not a verdict on their measure."
-  echo "- The smoothness proxy is measured at the input embeddings only: \`qat eval\` does not report it per block input (the regularizer can act there, \`smoothness.at: block_inputs\`, but no run here uses it)."
+  echo "- The smoothness proxy is reported at the input embeddings (S, the one the regularizers act on in every run here) and at each block's input h_l (S_l = E‖dCE/dh_l‖, S_0 = S; \`qat eval --metrics\`, \"block_smoothness\"). The regularizers can act on every block input too (\`smoothness.at: block_inputs\`), but no run here uses it."
   echo
 
   echo "## Verdict rule"
@@ -732,6 +770,38 @@ plot '$rep/teacher-loss.dat' using 1:2 with lines title 'train', '' using 1:3 wi
 plot '$rep/c1.dat' using 1:2:3 with yerrorlines title 'rtn', '' using 1:4:5 with yerrorlines title 'gptq', '' using 1:6:7 with yerrorlines title 'gptq-smooth', '' using 1:8 with lines dt 2 title 'fp32 teacher'"
   img ptq-smoothness "smoothness vs bits"
   say_verdict C1 "FINE: smoothness degrades as bits fall" "$m" "$se" "$n" 1 "S(≤2-bit) − S(≥4-bit) = $(fmt_d "$m" "$se" "$n")"
+
+  local TB_=$rep/ptq-blocks.tsv QB_=$rep/qat-blocks.tsv
+  local L; L=$(head -1 "$TB_" | tr '\t' '\n' | grep -c '^S[0-9]')
+  if [ "$L" -gt 1 ] && [ "$(wc -l <"$TB_")" -gt 1 ]; then
+    echo "### C1 at every block input"
+    echo
+    echo "The same proxy at the input of each block, S_l = E‖dCE/dh_l‖ (S_0 = S above; mean ± sd over the evaluation parts). Sdeep = the mean over blocks 1..$((L - 1)). The embeddings alone can hide what happens in depth: the residual stream's scale differs from block to block, so compare each column with the teacher's row."
+    echo
+    local hdr="| quantizer | method |" sep="|---|---|"
+    for ((k = 0; k < L; k++)); do hdr="$hdr S_$k |"; sep="$sep---|"; done
+    echo "$hdr Sdeep | Sdeep / teacher's |"; echo "$sep---|---|"
+    local row="| fp32 teacher | - |"
+    for ((k = 0; k < L; k++)); do row="$row $(fmt_ms $(msd "$TB_" teacher "S$k" | cut -d' ' -f1-2)) |"; done
+    echo "$row $(fmt_ms $(msd "$TB_" teacher Sdeep | cut -d' ' -f1-2)) | 1 |"
+    for q in int8-ch-sym int4-g128-asym int3-g128-asym int2-g64-asym ternary-g64 binary-ch; do for mth in "${ptq_methods[@]}"; do
+      [ "$(msd "$TB_" "$q-$mth" Sdeep | cut -d' ' -f3)" -gt 0 ] || continue
+      row="| $q | $mth |"
+      for ((k = 0; k < L; k++)); do row="$row $(fmt_ms $(msd "$TB_" "$q-$mth" "S$k" | cut -d' ' -f1-2)) |"; done
+      echo "$row $(fmt_ms $(msd "$TB_" "$q-$mth" Sdeep | cut -d' ' -f1-2)) | $(awk -v a="$(mean_of "$TB_" "$q-$mth" Sdeep)" -v b="$(mean_of "$TB_" "$q-$mth" tSdeep)" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }') |"
+    done; done
+    echo
+    local bl=""
+    for ((k = 0; k < L; k++)); do
+      local m2 sd2 n2 se2; read -r m2 sd2 n2 se2 <<<"$(contrast "$TB_" "S$k" "$a" "$b")"
+      bl="$bl- block $k: S_$k(≤2-bit) − S_$k(≥4-bit) = $(fmt_d "$m2" "$se2" "$n2") ($(verdict "$m2" "$se2" "$n2" 1))"$'\n'
+    done
+    echo "The C1 contrast (same pairs) at each block input:"
+    echo
+    echo "$bl"
+    read -r m sd n se <<<"$(contrast "$TB_" Sdeep "$a" "$b")"
+    say_verdict C1-depth "FINE: smoothness degrades as bits fall, at the block inputs" "$m" "$se" "$n" 1 "Sdeep(≤2-bit) − Sdeep(≥4-bit) = $(fmt_d "$m" "$se" "$n")"
+  fi
 
   # -------------------------------------------------------------- C2
   echo "## C2 — SLQ: asymmetric grids give higher EAR than symmetric ones at equal bits (PTQ)"
@@ -843,6 +913,29 @@ unset multiplot"
   [ -n "$best" ] && echo "Best cell, chosen after the fact (so judged at 3 SE): $best, Δppl $(fmt_d "$bestd" "$bestse" "$bestn") → $(verdict "$bestd" "$bestse" "$bestn" -1 3)."
   echo
   say_verdict C3 "FINE: preserving smoothness gains beyond fitting" "$m" "$se" "$n" -1 "ppl(grad_match) − ppl(none) = $(fmt_d "$m" "$se" "$n"); EAR $(fmt_d "$me" "$see" "$ne2")"
+
+  local QL; QL=$(head -1 "$rep/qat-blocks.tsv" | tr '\t' '\n' | grep -c '^S[0-9]')
+  if [ "$QL" -gt 1 ] && [ "$(wc -l <"$rep/qat-blocks.tsv")" -gt 1 ]; then
+    local QB_=$rep/qat-blocks.tsv
+    echo "### The students' smoothness at every block input"
+    echo
+    echo "S_l = E‖dCE/dh_l‖ at the input of block l (S_0: the embeddings, where the regularizers act), mean ± sd over seeds; ΔSdeep = Sdeep(variant) − Sdeep(none), paired by seed. Whether a penalty at the embeddings reaches the blocks behind them."
+    echo
+    local hdr="| variant | λ |" sep="|---|---|"
+    for ((k = 0; k < QL; k++)); do hdr="$hdr S_$k |"; sep="$sep---|"; done
+    echo "$hdr Sdeep | ΔSdeep |"; echo "$sep---|---|"
+    local row="| fp32 teacher | - |"
+    for ((k = 0; k < QL; k++)); do row="$row $(fmt_ms $(msd "$QB_" none "tS$k" | cut -d' ' -f1-2)) |"; done
+    echo "$row $(fmt_ms $(msd "$QB_" none tSdeep | cut -d' ' -f1-2)) | - |"
+    while read -r name mo e l; do
+      [ "$(msd "$QB_" "$name" Sdeep | cut -d' ' -f3)" -gt 0 ] || continue
+      row="| $mo$( [ "$mo" = none ] || echo " $e") | $l |"
+      for ((k = 0; k < QL; k++)); do row="$row $(fmt_ms $(msd "$QB_" "$name" "S$k" | cut -d' ' -f1-2)) |"; done
+      local dd ds dn dse; read -r dd ds dn dse <<<"$(contrast "$QB_" Sdeep "$name" none)"
+      echo "$row $(fmt_ms $(msd "$QB_" "$name" Sdeep | cut -d' ' -f1-2)) | $( [ "$name" = none ] && echo - || fmt_d "$dd" "$dse" "$dn") |"
+    done < <(qat_configs)
+    echo
+  fi
 
   # -------------------------------------------------------------- C3b
   echo "## C3b — FINE: \"maximizing smoothness is not unconditionally beneficial\""

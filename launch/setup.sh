@@ -12,10 +12,12 @@ cd "$(dirname "$0")/.."
 # the Unicode conformance test of our NFC normalizer (tests/tokenizer_test.cc). clang and
 # libclang-rt-14-dev (libFuzzer, ASan, UBSan): the fuzz harnesses of launch/fuzz.sh. zlib1g-dev,
 # libzstd-dev: qat prep reads .gz and .zst corpora (zstd: the tests compress with it). iproute2:
-# tests/scripts/multihost_test.sh (two network namespaces as two hosts).
+# tests/scripts/multihost_test.sh (two network namespaces as two hosts). python3-torch: the PyTorch
+# eager reference of the training step (launch/bench_train_ref.py), which launch/gpu-check.sh
+# --dry-run runs in ctest; Python serves comparisons only.
 packages=(build-essential cmake ccache libtorch-dev libopenblas0-openmp libopenmpi-dev openmpi-bin
           libyaml-cpp-dev libabsl-dev libgtest-dev libsentencepiece-dev fortunes unicode-data bzip2
-          clang libclang-rt-14-dev zlib1g-dev libzstd-dev zstd iproute2)
+          clang libclang-rt-14-dev zlib1g-dev libzstd-dev zstd iproute2 python3-torch)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -69,15 +69,21 @@ DistributionSums CompareDistributions(const torch::Tensor& teacher_logits,
 }
 
 namespace {
-// Sum over the batch's sequences of ||B * dCE/dx_b||, x the input embeddings.
-double SmoothnessSum(CausalLM& model, const torch::Tensor& inputs, const torch::Tensor& targets) {
+// Sums over the batch's sequences of ||B * dCE/dh_l|| for the input h_l of every block l
+// (h_0: the input embeddings), added into `sums` (one per block).
+void AddSmoothnessSums(CausalLM& model, const torch::Tensor& inputs, const torch::Tensor& targets,
+                       std::vector<double>* sums) {
   torch::AutoGradMode enable(true);
   torch::Tensor x = model->Embed(inputs).detach().requires_grad_(true);
-  torch::Tensor logits = model->ForwardFromEmbeddings(x);
+  BlockTrace trace;
+  torch::Tensor logits = model->ForwardFromEmbeddings(x, &trace);
   const int64_t V = logits.size(-1), B = inputs.size(0);
   torch::Tensor ce = torch::nn::functional::cross_entropy(logits.reshape({-1, V}), targets.reshape({-1}));
-  torch::Tensor g = torch::autograd::grad({ce}, {x})[0];
-  return (g.reshape({B, -1}).norm(2, 1) * double(B)).sum().item<double>();
+  std::vector<torch::Tensor> grads = torch::autograd::grad({ce}, trace.inputs);
+  sums->resize(grads.size(), 0.0);
+  for (size_t l = 0; l < grads.size(); ++l) {
+    (*sums)[l] += (grads[l].reshape({B, -1}).norm(2, 1) * double(B)).sum().item<double>();
+  }
 }
 }  // namespace
 
@@ -93,7 +99,8 @@ absl::StatusOr<TeacherComparison> CompareWithTeacher(CausalLM& student, CausalLM
   }
   TeacherComparison out;
   DistributionSums total;
-  double s_nll = 0, t_nll = 0, s_smooth = 0, t_smooth = 0;
+  double s_nll = 0, t_nll = 0;
+  std::vector<double> s_smooth, t_smooth;  // per block input
   std::vector<int32_t> buf;
   for (int64_t w = 0; w < n; w += batch_size) {
     const int64_t b = std::min(batch_size, n - w);
@@ -119,8 +126,8 @@ absl::StatusOr<TeacherComparison> CompareWithTeacher(CausalLM& student, CausalLM
                   .item<double>();
     };
     s_nll += nll(ls), t_nll += nll(lt);
-    s_smooth += SmoothnessSum(student, inputs, targets);
-    t_smooth += SmoothnessSum(teacher, inputs, targets);
+    AddSmoothnessSums(student, inputs, targets, &s_smooth);
+    AddSmoothnessSums(teacher, inputs, targets, &t_smooth);
     out.positions += b * T;
   }
   const double N = double(out.positions);
@@ -132,8 +139,12 @@ absl::StatusOr<TeacherComparison> CompareWithTeacher(CausalLM& student, CausalLM
   out.student_candidates_exp_entropy = total.q_exp_entropy / N;
   out.teacher_candidates_above = total.p_above / N;
   out.student_candidates_above = total.q_above / N;
-  out.student_smoothness = s_smooth / double(n);
-  out.teacher_smoothness = t_smooth / double(n);
+  for (double& v : s_smooth) v /= double(n);
+  for (double& v : t_smooth) v /= double(n);
+  out.student_smoothness = s_smooth.at(0);
+  out.teacher_smoothness = t_smooth.at(0);
+  out.student_block_smoothness = s_smooth;
+  out.teacher_block_smoothness = t_smooth;
   return out;
 }
 

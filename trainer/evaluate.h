@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "data/tokens.h"
@@ -37,6 +38,9 @@ struct TeacherComparison {
   double student_candidates_exp_entropy = 0.0, teacher_candidates_exp_entropy = 0.0;
   double student_candidates_above = 0.0, teacher_candidates_above = 0.0;
   double student_smoothness = 0.0, teacher_smoothness = 0.0;
+  // The same proxy at the input of each block l, E||dCE/dh_l|| (index 0: the embeddings, equal to
+  // the two above): where in depth a quantizer loses or keeps smoothness.
+  std::vector<double> student_block_smoothness, teacher_block_smoothness;
 };
 
 // Sums over positions of the per-position statistics above (not yet divided by the count), for

@@ -24,7 +24,10 @@ done
 grep -q "stand-in" "$doc" || fail "the report does not call our effective candidates a stand-in"
 grep -q "trainer/objective.h" "$doc" && grep -q "ptq/ptq.h" "$doc" || fail "our definitions are not pointed to"
 
-for id in C1 C2 C3 C3b C4 C5; do
+for s in "### C1 at every block input" "### The students' smoothness at every block input"; do
+  grep -q "^$s" "$doc" || fail "section '$s' missing (the proxy per block input)"
+done
+for id in C1 C1-depth C2 C3 C3b C4 C5; do
   line=$(grep -E "^\*\*Verdict $id \(" "$doc" || true)
   [ -n "$line" ] || fail "no verdict line for $id"
   echo "$line" | grep -Eq "^\*\*Verdict $id \(.*\): (reproduced|not reproduced|inconclusive)\*\* — " ||

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "kernels/safetensors.h"
 #include "trainer/cli/commands.h"
 #include "trainer/cli/flags.h"
@@ -315,6 +316,12 @@ int EvalMain(int argc, char** argv) {
                 cmp->teacher_candidates_exp_entropy, "candidates with p > threshold",
                 cmp->student_candidates_above, cmp->teacher_candidates_above, cmp->ear,
                 cmp->top1_agreement, cmp->kl_teacher_student);
+    std::printf("    smoothness proxy per block input (student / teacher):");
+    for (size_t l = 0; l < cmp->student_block_smoothness.size(); ++l) {
+      std::printf(" %zu: %.4f / %.4f", l, cmp->student_block_smoothness[l],
+                  cmp->teacher_block_smoothness[l]);
+    }
+    std::printf("\n");
   }
   if (speed) {
     std::printf("  speed: prefill %.1f tokens/s (%lld-token prompt), decode %.1f tokens/s (%lld "
@@ -358,6 +365,15 @@ int EvalMain(int argc, char** argv) {
           cmp->student_smoothness, cmp->teacher_smoothness, cmp->student_candidates_exp_entropy,
           cmp->teacher_candidates_exp_entropy, cmp->student_candidates_above,
           cmp->teacher_candidates_above);
+      const auto list = [](const std::vector<double>& v) {
+        return absl::StrCat(
+            "[",
+            absl::StrJoin(
+                v, ", ", [](std::string* out, double x) { absl::StrAppendFormat(out, "%.9g", x); }),
+            "]");
+      };
+      absl::StrAppend(&j, ", \"block_smoothness\": ", list(cmp->student_block_smoothness),
+                      ", \"teacher_block_smoothness\": ", list(cmp->teacher_block_smoothness));
     }
     if (speed) {
       absl::StrAppendFormat(&j, ", \"prefill_tokens_per_s\": %.6g, \"prefill_tokens\": %d, "
