@@ -34,8 +34,15 @@ empty=$(mktemp)
 trap 'rm -f "$empty"' EXIT
 # apt's resolution from an empty package database: the whole dependency closure, first
 # alternatives, as a fresh machine would install it.
-mapfile -t closure < <(apt-get install -s -qq --no-install-recommends -o Dir::State::status="$empty" \
-  "${wanted[@]}" 2>/dev/null | sed -n 's/^Inst \([^ ]*\) .*/\1/p' | sort -u)
+resolve() {
+  apt-get install -s -qq --no-install-recommends -o Dir::State::status="$empty" "${wanted[@]}" \
+    2>/dev/null | sed -n 's/^Inst \([^ ]*\) .*/\1/p' | sort -u
+}
+mapfile -t closure < <(resolve)
+if ((${#closure[@]} == 0)); then  # no package lists yet (a fresh container): fetch them once
+  sudo=(); [ "$(id -u)" -ne 0 ] && sudo=(sudo -n)
+  "${sudo[@]}" apt-get update -qq >/dev/null 2>&1 && mapfile -t closure < <(resolve)
+fi
 ((${#closure[@]})) || { echo "gpu-prepare: apt could not resolve ${wanted[*]} (apt-get update?)" >&2; exit 1; }
 # Priorities of the whole closure in one apt-cache call: "package priority" lines.
 declare -A prio=()

@@ -99,6 +99,8 @@ gen_qat="none grad_norm-exact-LMID grad_match-exact-LMID grad_match-finite_diff-
 gen_ptq="int8-ch-sym-rtn int4-g128-asym-gptq int3-g128-asym-gptq int2-g64-asym-gptq ternary-g64-gptq binary-ch-gptq"
 # the PTQ quantizers evaluated on the validation parts (error bars); empty: all
 part_quants=""
+# the quantizers of C1 (smoothness vs bits), also its per-block table's rows
+c1_quants="int8-ch-sym int4-g128-asym int3-g128-asym int2-g64-asym ternary-g64 binary-ch"
 [ "$mode" = smoke ] && gen_qat="none grad_match-exact-LMID" gen_ptq="int4-g128-asym-gptq ternary-g64-gptq" \
   part_quants="int8-ch-sym int2-g64-sym int2-g64-asym ternary-g64 binary-ch"
 case $out in /*) ;; *) out=$here/$out ;; esac
@@ -385,12 +387,17 @@ part_ptq() {
   done
   for d in "$ptq"/*/; do
     d=${d%/}; [ -f "$d/eval.json" ] || continue
+    # Evaluations from before qat eval reported the proxy per block are done again only for the
+    # quantizers of C1 (the per-block table's rows); the others keep theirs.
+    local bq; bq=$(basename "$d"); bq=${bq%-rtn}; bq=${bq%-gptq-smooth}; bq=${bq%-gptq}
+    local redo=1; [[ " $c1_quants " == *" $bq "* ]] || redo=0
     if [ -n "$part_quants" ]; then
       local b; b=$(basename "$d"); b=${b%-rtn}; b=${b%-gptq-smooth}; b=${b%-gptq}
       [[ " $part_quants " == *" $b "* ]] || continue
     fi
     for k in $(seq "$nparts"); do
-      has_blocks "$d/eval-part-$k.json" || run_job "ptq-$(basename "$d")-part-$k" "$qat" eval --ckpt "$d" \
+      { [ -f "$d/eval-part-$k.json" ] && { ((!redo)) || has_blocks "$d/eval-part-$k.json"; }; } ||
+        run_job "ptq-$(basename "$d")-part-$k" "$qat" eval --ckpt "$d" \
         --teacher "$teacher" --metrics --data "$data/val-part-$k.bin" --windows "$part_windows" \
         --max-new-tokens 0 --threads "$tpj" --json "$d/eval-part-$k.json"
     done
@@ -738,7 +745,7 @@ plot '$rep/teacher-loss.dat' using 1:2 with lines title 'train', '' using 1:3 wi
   read -r m sd n <<<"$(msd "$T_" teacher S)"
   echo "| fp32 teacher | 32 | - | $(fmt_ms "$m" "$sd") | - | $(fmt_ms $(msd "$T_" teacher ppl | cut -d' ' -f1-2)) | 1 | $n |"
   : >"$rep/c1.dat"
-  for q in int8-ch-sym int4-g128-asym int3-g128-asym int2-g64-asym ternary-g64 binary-ch; do
+  for q in $c1_quants; do
     local row; row="$(bits_of $q)"
     for mth in "${ptq_methods[@]}"; do
       read -r m sd n <<<"$(msd "$T_" "$q-$mth" S)"
@@ -757,7 +764,7 @@ plot '$rep/teacher-loss.dat' using 1:2 with lines title 'train', '' using 1:3 wi
   echo "Adjacent steps (S at the lower bit width minus S at the higher, averaged over methods):"
   echo
   local prev="" stepline=""
-  for q in int8-ch-sym int4-g128-asym int3-g128-asym int2-g64-asym ternary-g64 binary-ch; do
+  for q in $c1_quants; do
     if [ -n "$prev" ]; then
       local aa="" bb=""; for mth in "${ptq_methods[@]}"; do aa="$aa $q-$mth"; bb="$bb $prev-$mth"; done
       local m2 sd2 n2 se2; read -r m2 sd2 n2 se2 <<<"$(contrast "$T_" S "$aa" "$bb")"
@@ -784,7 +791,7 @@ plot '$rep/c1.dat' using 1:2:3 with yerrorlines title 'rtn', '' using 1:4:5 with
     local row="| fp32 teacher | - |"
     for ((k = 0; k < L; k++)); do row="$row $(fmt_ms $(msd "$TB_" teacher "S$k" | cut -d' ' -f1-2)) |"; done
     echo "$row $(fmt_ms $(msd "$TB_" teacher Sdeep | cut -d' ' -f1-2)) | 1 |"
-    for q in int8-ch-sym int4-g128-asym int3-g128-asym int2-g64-asym ternary-g64 binary-ch; do for mth in "${ptq_methods[@]}"; do
+    for q in $c1_quants; do for mth in "${ptq_methods[@]}"; do
       [ "$(msd "$TB_" "$q-$mth" Sdeep | cut -d' ' -f3)" -gt 0 ] || continue
       row="| $q | $mth |"
       for ((k = 0; k < L; k++)); do row="$row $(fmt_ms $(msd "$TB_" "$q-$mth" "S$k" | cut -d' ' -f1-2)) |"; done
