@@ -556,6 +556,11 @@ verdict() {
 }
 mean_of() { local m; m=$(msd "$1" "$2" "$3" | cut -d' ' -f1); [ "$m" = NA ] && echo - || printf '%.4g' "$m"; }
 fmt_ms() { awk -v m="$1" -v s="$2" 'BEGIN { if (m == "NA") print "-"; else printf "%.4g ± %.2g", m, s }'; }
+# Per-block table pieces for L blocks: header cells, separator cells, and "mean ± sd" cells of the
+# columns PREFIX0..PREFIX(L-1) of MODEL's rows in FILE.
+block_head() { local k; for ((k = 0; k < $1; k++)); do printf ' S_%d |' "$k"; done; }
+block_sep() { local k; for ((k = 0; k < $1; k++)); do printf -- '---|'; done; }
+block_cells() { local k; for ((k = 0; k < $4; k++)); do printf ' %s |' "$(fmt_ms $(msd "$1" "$2" "$3$k" | cut -d' ' -f1-2))"; done; }
 fmt_d() { awk -v m="$1" -v se="$2" -v n="$3" 'BEGIN { if (m == "NA") print "-"; else if (se == "NA") printf "%+.4g (n=%d)", m, n; else printf "%+.4g ± %.2g (n=%d)", m, se, n }'; }
 
 have_gnuplot=0
@@ -785,17 +790,12 @@ plot '$rep/c1.dat' using 1:2:3 with yerrorlines title 'rtn', '' using 1:4:5 with
     echo
     echo "The same proxy at the input of each block, S_l = E‖dCE/dh_l‖ (S_0 = S above; mean ± sd over the evaluation parts). Sdeep = the mean over blocks 1..$((L - 1)). The embeddings alone can hide what happens in depth: the residual stream's scale differs from block to block, so compare each column with the teacher's row."
     echo
-    local hdr="| quantizer | method |" sep="|---|---|"
-    for ((k = 0; k < L; k++)); do hdr="$hdr S_$k |"; sep="$sep---|"; done
-    echo "$hdr Sdeep | Sdeep / teacher's |"; echo "$sep---|---|"
-    local row="| fp32 teacher | - |"
-    for ((k = 0; k < L; k++)); do row="$row $(fmt_ms $(msd "$TB_" teacher "S$k" | cut -d' ' -f1-2)) |"; done
-    echo "$row $(fmt_ms $(msd "$TB_" teacher Sdeep | cut -d' ' -f1-2)) | 1 |"
+    echo "| quantizer | method |$(block_head "$L") Sdeep | Sdeep / teacher's |"
+    echo "|---|---|$(block_sep "$L")---|---|"
+    echo "| fp32 teacher | - |$(block_cells "$TB_" teacher S "$L") $(fmt_ms $(msd "$TB_" teacher Sdeep | cut -d' ' -f1-2)) | 1 |"
     for q in $c1_quants; do for mth in "${ptq_methods[@]}"; do
       [ "$(msd "$TB_" "$q-$mth" Sdeep | cut -d' ' -f3)" -gt 0 ] || continue
-      row="| $q | $mth |"
-      for ((k = 0; k < L; k++)); do row="$row $(fmt_ms $(msd "$TB_" "$q-$mth" "S$k" | cut -d' ' -f1-2)) |"; done
-      echo "$row $(fmt_ms $(msd "$TB_" "$q-$mth" Sdeep | cut -d' ' -f1-2)) | $(awk -v a="$(mean_of "$TB_" "$q-$mth" Sdeep)" -v b="$(mean_of "$TB_" "$q-$mth" tSdeep)" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }') |"
+      echo "| $q | $mth |$(block_cells "$TB_" "$q-$mth" S "$L") $(fmt_ms $(msd "$TB_" "$q-$mth" Sdeep | cut -d' ' -f1-2)) | $(awk -v a="$(mean_of "$TB_" "$q-$mth" Sdeep)" -v b="$(mean_of "$TB_" "$q-$mth" tSdeep)" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }') |"
     done; done
     echo
     local bl=""
@@ -928,18 +928,13 @@ unset multiplot"
     echo
     echo "S_l = E‖dCE/dh_l‖ at the input of block l (S_0: the embeddings, where the regularizers act), mean ± sd over seeds; ΔSdeep = Sdeep(variant) − Sdeep(none), paired by seed. Whether a penalty at the embeddings reaches the blocks behind them."
     echo
-    local hdr="| variant | λ |" sep="|---|---|"
-    for ((k = 0; k < QL; k++)); do hdr="$hdr S_$k |"; sep="$sep---|"; done
-    echo "$hdr Sdeep | ΔSdeep |"; echo "$sep---|---|"
-    local row="| fp32 teacher | - |"
-    for ((k = 0; k < QL; k++)); do row="$row $(fmt_ms $(msd "$QB_" none "tS$k" | cut -d' ' -f1-2)) |"; done
-    echo "$row $(fmt_ms $(msd "$QB_" none tSdeep | cut -d' ' -f1-2)) | - |"
+    echo "| variant | λ |$(block_head "$QL") Sdeep | ΔSdeep |"
+    echo "|---|---|$(block_sep "$QL")---|---|"
+    echo "| fp32 teacher | - |$(block_cells "$QB_" none tS "$QL") $(fmt_ms $(msd "$QB_" none tSdeep | cut -d' ' -f1-2)) | - |"
     while read -r name mo e l; do
       [ "$(msd "$QB_" "$name" Sdeep | cut -d' ' -f3)" -gt 0 ] || continue
-      row="| $mo$( [ "$mo" = none ] || echo " $e") | $l |"
-      for ((k = 0; k < QL; k++)); do row="$row $(fmt_ms $(msd "$QB_" "$name" "S$k" | cut -d' ' -f1-2)) |"; done
       local dd ds dn dse; read -r dd ds dn dse <<<"$(contrast "$QB_" Sdeep "$name" none)"
-      echo "$row $(fmt_ms $(msd "$QB_" "$name" Sdeep | cut -d' ' -f1-2)) | $( [ "$name" = none ] && echo - || fmt_d "$dd" "$dse" "$dn") |"
+      echo "| $mo$( [ "$mo" = none ] || echo " $e") | $l |$(block_cells "$QB_" "$name" S "$QL") $(fmt_ms $(msd "$QB_" "$name" Sdeep | cut -d' ' -f1-2)) | $( [ "$name" = none ] && echo - || fmt_d "$dd" "$dse" "$dn") |"
     done < <(qat_configs)
     echo
   fi
