@@ -572,9 +572,14 @@ plot() {  # plot NAME GNUPLOT_BODY: $rep/NAME.png
     echo "set termoption noenhanced"; echo "set key outside right"; echo "set grid"; echo "$2"; } >"$rep/$1.gp"
   gnuplot "$rep/$1.gp" 2>"$rep/$1.gp.log" || echo "(gnuplot failed on $1: $rep/$1.gp.log)" >&2
 }
+# The plots and the tables' data go beside the report ($pub: docs/science/ for docs/science.md),
+# so that a clone shows them; $rep (under the ignored output directory) keeps the working files.
+pub=${doc%.md}
 img() {
   if ! ((have_gnuplot)); then echo "*Plot $1 skipped: gnuplot is not installed (Debian package gnuplot-nox).*"
-  elif [ -f "$rep/$1.png" ]; then echo "![$2]($(realpath --relative-to="$(dirname "$doc")" "$rep/$1.png"))"
+  elif [ -f "$rep/$1.png" ]; then
+    mkdir -p "$pub" && cp "$rep/$1.png" "$pub/$1.png"
+    echo "![$2]($(realpath --relative-to="$(dirname "$doc")" "$pub/$1.png"))"
   else echo "*Plot $1: gnuplot failed ($rep/$1.gp.log).*"; fi
   echo
 }
@@ -1011,7 +1016,8 @@ plot '$rep/c4.dat' using 3:4:xtic(2) title 'on the teacher''s continuations', ''
   echo
   sed 's/^/- /' "$rep/verdicts.md"
   echo
-  echo "Raw data: \`$rep/*.tsv\` (one row per model and replicate), every \`eval*.json\` under \`$out\`; rerun \`launch/science.sh$( [ "$mode" = full ] || echo " --$mode") report\` to rewrite this file."
+  mkdir -p "$pub" && cp "$rep"/*.tsv "$pub/"
+  echo "Raw data: \`$(realpath --relative-to="$(dirname "$doc")" "$pub")/*.tsv\` (one row per model and replicate; copies of \`${rep#"$here"/}/*.tsv\`), every \`eval*.json\` under \`${out#"$here"/}\`; rerun \`launch/science.sh$( [ "$mode" = full ] || echo " --$mode") report\` to rewrite this file."
   } >"$doc.tmp"
   mv "$doc.tmp" "$doc"
   ((have_gnuplot)) || log "report: gnuplot not installed: plots skipped (Debian package gnuplot-nox)"
