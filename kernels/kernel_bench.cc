@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/intk_int8.h"
 #include "kernels/kernel_bench.h"
 #include "kernels/lowbit.h"
 #include "kernels/ternary.h"
@@ -44,14 +45,28 @@ class FastRandom {
 };
 
 // Copies of one packed tensor, enough of them to exceed kBenchRotateBytes in all (at least 2).
+// With `align64`, `first` ends with 63 spare bytes and each copy's bytes are moved to its first
+// 64-byte boundary (at() returns that address), as a runtime would allocate the x16 layouts.
 struct Rotation {
   std::vector<std::vector<uint8_t>> copies;
-  explicit Rotation(const std::vector<uint8_t>& first) {
+  std::vector<int64_t> offsets;
+  int64_t bytes = 0;  // of the tensor in each copy
+  explicit Rotation(const std::vector<uint8_t>& first, bool align64 = false)
+      : bytes(static_cast<int64_t>(first.size()) - (align64 ? 63 : 0)) {
     const int64_t n =
         std::max<int64_t>(2, kBenchRotateBytes / std::max<int64_t>(1, first.size()) + 1);
     copies.assign(n, first);
+    offsets.assign(n, 0);
+    if (!align64) return;
+    for (int64_t k = 0; k < n; ++k) {
+      std::vector<uint8_t>& c = copies[k];
+      offsets[k] = static_cast<int64_t>((64 - reinterpret_cast<uintptr_t>(c.data()) % 64) % 64);
+      std::memmove(c.data() + offsets[k], c.data(), bytes);
+    }
   }
-  const uint8_t* at(int i) const { return copies[i % copies.size()].data(); }
+  const uint8_t* at(int i) const {
+    return copies[i % copies.size()].data() + offsets[i % copies.size()];
+  }
 };
 
 std::vector<uint8_t> RandomBytes(int64_t n, FastRandom& rng,
@@ -161,8 +176,9 @@ void RunCpuKernelBench(const KernelBenchOptions& options, ThreadPool& pool,
 
     // The formats, each built (and its copies freed) in turn: 0 ternary2, 1 ternary2 in the
     // x16 layout (what the runtime runs on AVX-512 CPUs), 2 ternary2 with int8 activations,
-    // 3 ternary3, 4 int2/g64, 5 int4/g128.
-    const int n_formats = 6;
+    // 3 ternary3, 4 int2/g64, 5 int2/g64 in the x16 layout with int8 activations, 6 int4/g128,
+    // 7 int4/g128 in the x16 layout with int8 activations.
+    const int n_formats = 8;
     for (int f = 0; f < n_formats; ++f) {
       if (f == 1 && !TernaryX16Fast()) continue;
       std::vector<uint8_t> packed;
@@ -170,6 +186,7 @@ void RunCpuKernelBench(const KernelBenchOptions& options, ThreadPool& pool,
       FormatRun run;
       int bits = 0;
       int64_t group = 0;
+      const bool intk_a8 = f == 5 || f == 7;
       if (f <= 2) {  // ternary2, every byte made of codes 0..2 (code 3 -> 1)
         packed = RandomBytes(rows * TernaryRowBytes(cols), rng, [](uint64_t v) {
           const uint8_t b = static_cast<uint8_t>(v);
@@ -187,18 +204,30 @@ void RunCpuKernelBench(const KernelBenchOptions& options, ThreadPool& pool,
                              [](uint64_t v) { return static_cast<uint8_t>(v % 243); });
         scales = RandomFloats(rows, rng, 0.01f, 0.1f);
       } else {
-        bits = f == 4 ? 2 : 4;
-        group = f == 4 ? 64 : 128;
+        bits = f <= 5 ? 2 : 4;
+        group = f <= 5 ? 64 : 128;
         const int64_t params = rows * IntKGroupsPerRow(group, cols);
         packed = RandomBytes(rows * IntKRowBytes(bits, cols), rng,
                              [](uint64_t v) { return static_cast<uint8_t>(v); });
         scales = RandomFloats(params, rng, 0.001f, 0.01f);
         zeros = RandomFloats(params, rng, 0.0f, (1 << bits) - 1.0f);
+        if (intk_a8) {  // the same codes repacked (63 spare bytes: see Rotation)
+          IntKView rowmajor{rows, cols, bits, group};
+          rowmajor.data = packed.data();
+          rowmajor.scales = scales.data();
+          rowmajor.zeros = zeros.data();
+          std::vector<uint8_t> data(IntKX16DataBytes(bits, rows, cols) + 63);
+          std::vector<float> x16_scales(IntKX16Params(rows, cols, group)),
+              x16_zeros(x16_scales.size());
+          RepackIntKX16(rowmajor, data.data(), x16_scales.data(), x16_zeros.data());
+          packed.swap(data);
+          scales.swap(x16_scales);
+          zeros.swap(x16_zeros);
+        }
       }
-      const Rotation rot(packed);
+      const Rotation rot(packed, intk_a8);
       std::vector<uint8_t>().swap(packed);
-      run.weight_bytes =
-          static_cast<int64_t>(rot.copies[0].size() + 4 * (scales.size() + zeros.size()));
+      run.weight_bytes = rot.bytes + static_cast<int64_t>(4 * (scales.size() + zeros.size()));
       std::vector<int8_t> xq(max_m * cols);
       std::vector<float> xscales(max_m);
       switch (f) {
@@ -232,6 +261,16 @@ void RunCpuKernelBench(const KernelBenchOptions& options, ThreadPool& pool,
                          &pool);
           };
           break;
+        case 5:
+        case 7:
+          run.name = absl::StrCat("int", bits, "/g", group, "-a8");  // includes quantizing x
+          run.call = [&](int i, const float* xp, int64_t m, float* yp) {
+            QuantizeActivationsInt8(xp, m, cols, xq.data(), xscales.data(), isa);
+            IntKX16GemmInt8(
+                IntKX16View{rows, cols, bits, group, rot.at(i), scales.data(), zeros.data()},
+                xq.data(), xscales.data(), m, yp, isa, &pool);
+          };
+          break;
         default:
           run.name = absl::StrCat("int", bits, "/g", group);
           run.call = [&](int i, const float* xp, int64_t m, float* yp) {
@@ -249,7 +288,7 @@ void RunCpuKernelBench(const KernelBenchOptions& options, ThreadPool& pool,
         // same slabs) alternate, so that both see the same machine: %bw = read time / kernel
         // time on the same bytes, a bound the kernel reaches only by reading at full speed.
         const int n_copies = static_cast<int>(rot.copies.size());
-        const int64_t packed_bytes = static_cast<int64_t>(rot.copies[0].size());
+        const int64_t packed_bytes = rot.bytes;
         for (int i = 0; i < n_copies; ++i) run.call(i, x.data(), m, y.data());
         std::vector<double> kernel_us, read_us;
         for (int i = 0; i < iters; ++i) {
@@ -277,7 +316,8 @@ void RunCpuKernelBench(const KernelBenchOptions& options, ThreadPool& pool,
       "weights with their scales and zero points; %%bw = time of a plain read of the same packed "
       "bytes (all threads, same slabs, timed alternately with the kernel) / the kernel's time; "
       "ternary2-x16 is ternary2 regrouped 16 rows at a time (the runtime's layout on "
-      "AVX-512 CPUs); ternary2-a8 includes quantizing x to int8.\n");
+      "AVX-512 CPUs); ternary2-a8 includes quantizing x to int8; intN/gG-a8 is intN/gG in the "
+      "int4-x16/int2-x16 layout with int8 activations (x quantized per token, included).\n");
 }
 
 }  // namespace qat::kernels

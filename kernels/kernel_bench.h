@@ -44,8 +44,9 @@ double MedianMicros(int iters, int warmups, const std::function<void(int)>& fn);
 using DenseTimer = std::function<double(int64_t rows, int64_t cols, int64_t m, int iters)>;
 
 // Per shape, m in {1, options.m} and format (ternary2, ternary2 in the x16 layout where AVX-512
-// runs it, ternary2 with int8 activations, ternary3, int2/g64, int4/g128): our time on the best Isa
-// with `pool`, `dense_fp32`'s time, the speedup, the weight GB/s and its share of the measured read
+// runs it, ternary2 with int8 activations, ternary3, int2/g64, int4/g128, and int2/g64 and
+// int4/g128 in the x16 layouts with int8 activations, intk_int8.h): our time on the best Isa with
+// `pool`, `dense_fp32`'s time, the speedup, the weight GB/s and its share of the measured read
 // bandwidth.
 void RunCpuKernelBench(const KernelBenchOptions& options, ThreadPool& pool,
                        const DenseTimer& dense_fp32, std::FILE* out);

@@ -33,7 +33,7 @@ namespace qat::kernels {
 // ----- Linear layers on the CPU kernels -----
 
 int64_t Linear::bytes() const {
-  return static_cast<int64_t>(codes.size() + x16.size() * sizeof(uint32_t) +
+  return static_cast<int64_t>(codes.size() + x16.size() * sizeof(uint32_t) + intk_x16.bytes() +
                               (dense.size() + scales.size() + zeros.size() + bias.size()) *
                                   sizeof(float));
 }
@@ -52,6 +52,8 @@ void Linear::Apply(const float* x, int64_t m, float* y, Isa isa, ThreadPool* poo
     if (format == LinearFormat::kTernary2) {
       const TernaryView w{out, in, codes.data(), scales.data(), n_scales};
       TernaryGemmInt8(w, xq.data(), xscales.data(), m, y, isa, pool);
+    } else if (intk_x16.rows > 0) {  // int2/int4: integer dot products (intk_int8.h)
+      IntKX16GemmInt8(intk_x16.view(), xq.data(), xscales.data(), m, y, isa, pool);
     } else {  // the exact equivalent of runtime.h: x' = xscale * q, then the fp32 product
       x_dequantized.resize(m * in);
       for (int64_t i = 0; i < m; ++i) {
@@ -62,7 +64,7 @@ void Linear::Apply(const float* x, int64_t m, float* y, Isa isa, ThreadPool* poo
       x = x_dequantized.data();
     }
   }
-  if (!packing.act_int8 || format != LinearFormat::kTernary2) {
+  if (!packing.act_int8 || (format != LinearFormat::kTernary2 && intk_x16.rows == 0)) {
     switch (format) {
       case LinearFormat::kDense:
         DenseGemm(dense.data(), out, in, x, m, y, isa, pool);
@@ -176,8 +178,8 @@ struct PackedModel::Impl {
   int64_t linears_total = 0, linears_int8_act = 0, gpu_weight_bytes = 0;
 
   // Rotates n rows of `heads` heads ("rotate half", see runtime.h) by the angles of RopeRows.
-  void ApplyRope(float* x, int64_t n, int64_t heads, const std::vector<float>& cos_rows,
-                 const std::vector<float>& sin_rows) const {
+  void ApplyRope(float* x, int64_t n, int64_t heads, const float* cos_rows,
+                 const float* sin_rows) const {
     const int64_t half = head_dim / 2;
     for (int64_t i = 0; i < n; ++i) {
       const float* cos = &cos_rows[i * half];
@@ -286,6 +288,24 @@ absl::StatusOr<std::unique_ptr<PackedModel>> PackedModel::Load(const std::string
       std::vector<uint8_t>().swap(lin.codes);
     });
   }
+  // int2/int4 linears with int8 activations run on integer dot products over 16-row tiles on
+  // every isa (the same bits; 1.6-2.1x faster than dequantizing x to fp32 at M=1, 4-5x at M=8).
+  // They agree with the fp32 product of the dequantized activations within
+  // IntKX16Tolerance(in) (intk_int8.h), not bit for bit. fp32-activation linears keep the fp32
+  // kernels: quantizing their activations would change the model.
+  if (device == Device::kCpu) {
+    ForEachLinear(m.w, [](Linear& lin) {
+      const bool intk =
+          lin.packing.format == LinearFormat::kInt2 || lin.packing.format == LinearFormat::kInt4;
+      if (!intk || !lin.packing.act_int8) return;
+      lin.intk_x16 = RepackIntKX16(IntKView{lin.out, lin.in, lin.bits(), lin.packing.group,
+                                            lin.codes.data(), lin.scales.data(), lin.zeros.data()});
+      if (lin.intk_x16.rows == 0) return;  // an unsupported layout: the fp32 path stays
+      std::vector<uint8_t>().swap(lin.codes);
+      std::vector<float>().swap(lin.scales);
+      std::vector<float>().swap(lin.zeros);
+    });
+  }
   ForEachLinear(m.w, [&](const Linear& lin) {
     ++m.linears_per_format[static_cast<int>(lin.packing.format)];
     ++m.linears_total;
@@ -360,7 +380,8 @@ std::string PackedModel::LinearSummary() const {
   return s;
 }
 
-absl::StatusOr<std::vector<float>> Session::Forward(const int32_t* tokens, int64_t n) {
+absl::StatusOr<std::vector<float>> Session::Forward(const int32_t* tokens, int64_t n,
+                                                    int64_t logits_from) {
   if (model_ == nullptr) {
     return absl::FailedPreconditionError(
         "Session::Forward: the session was not created by PackedModel::NewSession");
@@ -381,11 +402,19 @@ absl::StatusOr<std::vector<float>> Session::Forward(const int32_t* tokens, int64
                                                      c.vocab_size, ")"));
     }
   }
+  if (n > 0 && (logits_from < 0 || logits_from >= n)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Session::Forward: logits_from ", logits_from, " is outside [0, ", n, ")"));
+  }
   if (n == 0) return std::vector<float>();
 #if QAT_HAVE_CUDA
   if (m.gpu != nullptr) {
+    // The device computes every row; the rows asked for are copied out.
     absl::StatusOr<std::vector<float>> logits = m.gpu->Forward(*gpu_, tokens, n, pos_);
-    if (logits.ok()) pos_ += n;
+    if (!logits.ok()) return logits;
+    pos_ += n;
+    if (logits_from > 0)
+      logits->erase(logits->begin(), logits->begin() + logits_from * c.vocab_size);
     return logits;
   }
 #endif
@@ -400,6 +429,7 @@ absl::StatusOr<std::vector<float>> Session::Forward(const int32_t* tokens, int64
   std::vector<float> rope_cos, rope_sin;
   RopeRows(c.rope_theta, m.head_dim, pos_, n, &rope_cos, &rope_sin);
   const size_t cache_needed = static_cast<size_t>((pos_ + n) * m.kv_dim);
+  int64_t rows = n;  // rows of h being computed: n, and n - logits_from in the last layer
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const Layer& layer = m.w.layers[l];
     std::vector<float>& k_cache = k_cache_[l];
@@ -413,29 +443,39 @@ absl::StatusOr<std::vector<float>> Session::Forward(const int32_t* tokens, int64
     float* k_new = &k_cache[pos_ * m.kv_dim];
     float* v_new = &v_cache[pos_ * m.kv_dim];
 
-    RmsNorm(h.data(), n, hidden, layer.input_norm, c.rms_norm_eps, normed.data());
-    layer.q.Apply(normed.data(), n, q.data(), m.isa, pool);
-    layer.k.Apply(normed.data(), n, k_new, m.isa, pool);
-    layer.v.Apply(normed.data(), n, v_new, m.isa, pool);
-    m.ApplyRope(q.data(), n, c.num_heads, rope_cos, rope_sin);
-    m.ApplyRope(k_new, n, c.num_kv_heads, rope_cos, rope_sin);
-    m.Attention(q.data(), k_cache.data(), v_cache.data(), n, pos_, attn.data());
-    layer.o.Apply(attn.data(), n, delta.data(), m.isa, pool);
+    RmsNorm(h.data(), rows, hidden, layer.input_norm, c.rms_norm_eps, normed.data());
+    layer.k.Apply(normed.data(), rows, k_new, m.isa, pool);
+    layer.v.Apply(normed.data(), rows, v_new, m.isa, pool);
+    m.ApplyRope(k_new, rows, c.num_kv_heads, rope_cos.data(), rope_sin.data());
+    // Past the keys and values, the last layer works on the rows whose logits are wanted only.
+    const int64_t skip = l + 1 == c.num_layers ? logits_from : 0;
+    if (skip > 0) {
+      rows -= skip;
+      std::copy(h.begin() + skip * hidden, h.end(), h.begin());
+      for (std::vector<float>* b : {&h, &q, &attn, &delta}) b->resize(rows * hidden);
+      for (std::vector<float>* b : {&gate, &up}) b->resize(rows * inter);
+    }
+    const int64_t half = m.head_dim / 2;
+    layer.q.Apply(normed.data() + skip * hidden, rows, q.data(), m.isa, pool);
+    m.ApplyRope(q.data(), rows, c.num_heads, rope_cos.data() + skip * half,
+                rope_sin.data() + skip * half);
+    m.Attention(q.data(), k_cache.data(), v_cache.data(), rows, pos_ + skip, attn.data());
+    layer.o.Apply(attn.data(), rows, delta.data(), m.isa, pool);
     AddInPlace(delta, &h);
 
-    RmsNorm(h.data(), n, hidden, layer.post_attention_norm, c.rms_norm_eps, normed.data());
-    layer.gate.Apply(normed.data(), n, gate.data(), m.isa, pool);
-    layer.up.Apply(normed.data(), n, up.data(), m.isa, pool);
+    RmsNorm(h.data(), rows, hidden, layer.post_attention_norm, c.rms_norm_eps, normed.data());
+    layer.gate.Apply(normed.data(), rows, gate.data(), m.isa, pool);
+    layer.up.Apply(normed.data(), rows, up.data(), m.isa, pool);
     for (size_t i = 0; i < gate.size(); ++i) {
       const float g = gate[i];
       gate[i] = g / (1.0f + std::exp(-g)) * up[i];  // silu(g) * u
     }
-    layer.down.Apply(gate.data(), n, delta.data(), m.isa, pool);
+    layer.down.Apply(gate.data(), rows, delta.data(), m.isa, pool);
     AddInPlace(delta, &h);
   }
-  RmsNorm(h.data(), n, hidden, m.w.final_norm, c.rms_norm_eps, normed.data());
-  std::vector<float> logits(n * c.vocab_size);
-  m.w.output().Apply(normed.data(), n, logits.data(), m.isa, pool);
+  RmsNorm(h.data(), rows, hidden, m.w.final_norm, c.rms_norm_eps, normed.data());
+  std::vector<float> logits(rows * c.vocab_size);
+  m.w.output().Apply(normed.data(), rows, logits.data(), m.isa, pool);
   pos_ += n;
   return logits;
 }

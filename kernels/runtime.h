@@ -130,10 +130,14 @@ class Session {
   ~Session();
   Session(Session&&) noexcept;
   Session& operator=(Session&&) noexcept;
-  // Appends n tokens at positions pos()..pos()+n-1 and returns their logits, n x vocab, row-major.
-  // Fails (without changing the cache) if the cache would exceed max_seq_len or a token id is out
-  // of range.
-  absl::StatusOr<std::vector<float>> Forward(const int32_t* tokens, int64_t n);
+  // Appends n tokens at positions pos()..pos()+n-1 and returns the logits of rows
+  // logits_from..n-1, (n - logits_from) x vocab, row-major. The rows before logits_from only
+  // extend the cache: the last layer computes their keys and values and nothing else, and the LM
+  // head skips them (a prompt before sampling needs its last row; a scored continuation, its own).
+  // Fails (without changing the cache) if the cache would exceed max_seq_len, a token id is out of
+  // range or logits_from is outside [0, n).
+  absl::StatusOr<std::vector<float>> Forward(const int32_t* tokens, int64_t n,
+                                             int64_t logits_from = 0);
   int64_t pos() const { return pos_; }
   void Reset() { pos_ = 0; }
 

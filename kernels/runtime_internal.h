@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/intk_int8.h"
 #include "kernels/runtime.h"
 #include "kernels/safetensors.h"
 
@@ -24,6 +25,9 @@ struct Linear {
   // ternary2 regrouped for the AVX-512 kernels (ternary_x16.h), which then replaces `codes`:
   // built at load on CPUs with AVX-512 for ternary2 linears with fp32 activations.
   std::vector<uint32_t> x16;
+  // int2/int4 with int8 activations in 16-row tiles (intk_int8.h: integer dot products), which
+  // then replaces `codes`, `scales` and `zeros`: built at load for the CPU.
+  IntKX16Matrix intk_x16;
   std::vector<float> scales;  // ternary: 1 or out; int2/int4: out x groups
   std::vector<float> zeros;   // int2/int4: out x groups
   std::vector<float> bias;    // empty or out

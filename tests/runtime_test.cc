@@ -540,6 +540,46 @@ TEST(RuntimeTest, PrefillThenDecodeMatchesOneForward) {
   }
 }
 
+// logits_from: the rows before it only fill the cache (the last layer computes their keys and
+// values alone); the rows returned, and every later step on that cache, are those of the full
+// forward. Every packed format, over several layers, from a fresh cache and from one part-filled.
+TEST(RuntimeTest, LogitsOfTheLastRowsOnlyMatchTheFullForward) {
+  for (Quant quant : {Quant::kDense, Quant::kPerRow, Quant::kPerTensor}) {
+    ModelSpec spec;
+    spec.quant = quant;
+    const TinyModel tiny = BuildModel(spec);
+    std::unique_ptr<PackedModel> model = LoadOrDie(tiny.Write("tail"), 2);
+    ASSERT_NE(model, nullptr);
+    const int64_t V = spec.vocab;
+    const std::vector<int32_t> tokens = RandomTokens(16, V, 9);
+    Session whole = model->NewSession();
+    absl::StatusOr<std::vector<float>> want = whole.Forward(tokens.data(), 16);
+    ASSERT_TRUE(want.ok()) << want.status();
+    for (int64_t from : {0, 1, 7, 11}) {
+      Session session = model->NewSession();
+      absl::StatusOr<std::vector<float>> tail = session.Forward(tokens.data(), 12, from);
+      ASSERT_TRUE(tail.ok()) << tail.status();
+      ASSERT_EQ(tail->size(), size_t((12 - from) * V)) << "from " << from;
+      EXPECT_LT(RelativeError(*tail,
+                              std::vector<float>(want->begin() + from * V, want->begin() + 12 * V)),
+                1e-5)
+          << "from " << from;
+      // The skipped rows' keys and values are in the cache: the next rows see them.
+      absl::StatusOr<std::vector<float>> next = session.Forward(&tokens[12], 4, 3);
+      ASSERT_TRUE(next.ok()) << next.status();
+      EXPECT_LT(RelativeError(*next, std::vector<float>(want->begin() + 15 * V, want->end())), 1e-5)
+          << "from " << from;
+      EXPECT_EQ(session.pos(), 16);
+    }
+    Session session = model->NewSession();
+    for (int64_t bad : {-1, 5, 6}) {
+      absl::StatusOr<std::vector<float>> r = session.Forward(tokens.data(), 5, bad);
+      EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+      EXPECT_EQ(session.pos(), 0);
+    }
+  }
+}
+
 // qat.max_seq_len is a limit, not an allocation: a file claiming 2^24 positions used to make the
 // runtime build RoPE tables of 2^24 rows at load (1 GiB at this head_dim, 128 GiB at 128).
 TEST(RuntimeTest, HugeMaxSeqLenAllocatesNothingUntilUsed) {

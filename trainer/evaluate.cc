@@ -219,7 +219,9 @@ absl::StatusOr<Generation> GeneratePacked(const kernels::PackedModel& model,
   std::mt19937_64 rng(opt.seed);
   Generation g;
   Clock::time_point t0 = Clock::now();
-  absl::StatusOr<std::vector<float>> logits = session.Forward(ids.data(), int64_t(ids.size()));
+  // The prompt's last row is the only one sampled from.
+  absl::StatusOr<std::vector<float>> logits =
+      session.Forward(ids.data(), int64_t(ids.size()), int64_t(ids.size()) - 1);
   if (!logits.ok()) return logits.status();
   g.prefill_tokens_per_s = double(ids.size()) / std::max(1e-9, Since(t0));
   std::vector<int32_t> generated;

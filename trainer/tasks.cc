@@ -252,12 +252,13 @@ TokenLogProbs PackedLogProbs(const kernels::PackedModel& model) {
     if (!ok.ok()) return ok;
     const int64_t T = int64_t(tokens.size()), V = c.vocab_size;
     session->Reset();
-    absl::StatusOr<std::vector<float>> logits = session->Forward(tokens.data(), T - 1);
+    // Logits of the rows that predict the targets first..T-1 only: the context is cache.
+    absl::StatusOr<std::vector<float>> logits = session->Forward(tokens.data(), T - 1, first - 1);
     if (!logits.ok()) return logits.status();
     std::vector<double> out;
     out.reserve(size_t(T - first));
     for (int64_t i = first; i < T; ++i) {
-      out.push_back(LogProbAt(logits->data() + (i - 1) * V, V, tokens[size_t(i)]));
+      out.push_back(LogProbAt(logits->data() + (i - first) * V, V, tokens[size_t(i)]));
     }
     return out;
   };
