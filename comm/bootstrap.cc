@@ -104,6 +104,22 @@ int CgroupCpuLimit() {
   return limit > 0 ? static_cast<int>(std::ceil(limit - 1e-9)) : 0;
 }
 
+namespace {
+std::vector<int> MaskCpus(const std::vector<unsigned char>& mask) {
+  std::vector<int> cpus;
+  for (int c = 0; c < static_cast<int>(mask.size()) * 8; ++c) {
+    if (mask[c / 8] >> (c % 8) & 1) cpus.push_back(c);
+  }
+  return cpus;
+}
+}  // namespace
+
+int ProcessCores() {
+  const int quota = CgroupCpuLimit();
+  const int cores = PhysicalCores(MaskCpus(AffinityMask()));
+  return std::max(1, quota > 0 ? std::min(cores, quota) : cores);
+}
+
 absl::StatusOr<LocalPlacement> MpiLocalPlacement() {
   if (absl::Status s = internal::EnsureMpiInitialized(); !s.ok()) return s;
   LocalPlacement p;
@@ -140,11 +156,7 @@ absl::StatusOr<LocalPlacement> MpiLocalPlacement() {
       MPI_Allreduce(MPI_IN_PLACE, &quota, 1, MPI_INT, MPI_MIN, node_comm) == MPI_SUCCESS;
   MPI_Comm_free(&node_comm);
   if (!ok) return failed("combining the CPU masks of a node");
-  std::vector<int> cpus;
-  for (int c = 0; c < static_cast<int>(mask.size()) * 8; ++c) {
-    if (mask[c / 8] >> (c % 8) & 1) cpus.push_back(c);
-  }
-  p.node_cores = std::max(1, std::min(PhysicalCores(cpus), quota));
+  p.node_cores = std::max(1, std::min(PhysicalCores(MaskCpus(mask)), quota));
 
   // Every rank's node leader and host name, so that every rank can name the others' hosts.
   struct Record {

@@ -31,6 +31,12 @@ struct LocalPlacement {
 // Collective over MPI_COMM_WORLD (initialises MPI if needed).
 absl::StatusOr<LocalPlacement> MpiLocalPlacement();
 
+// node_cores for this process alone, without MPI: the physical cores of its affinity mask, capped
+// by its cgroup's quota, at least 1. The default thread count of single-process commands (eval,
+// quantize, plan): libtorch's own default is hardware_concurrency / 2 on x86-64, which assumes
+// two hyperthreads per core and gives 1 thread on a 2-vCPU machine without them.
+int ProcessCores();
+
 // The pieces of node_cores, for one process (exposed for tests):
 // the physical cores among `cpus` (CPU numbers) per /sys/devices/system/cpu/cpuN/topology (the
 // count of `cpus` when the topology cannot be read) ...

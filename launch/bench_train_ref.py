@@ -109,6 +109,8 @@ def main():
     ap.add_argument("--lam", type=float, default=1.0)
     ap.add_argument("--fd-step", type=float, default=1e-3)
     ap.add_argument("--kd-weight", type=float, default=1.0)
+    ap.add_argument("--profile", default="", help="write the ops of every step as a Chrome trace, "
+                    "each step under a 'qat_step' range as qat bench train --profile does")
     a = ap.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
@@ -179,15 +181,29 @@ def main():
 
     gen = torch.Generator().manual_seed(2)
     times = []
+    profiler = None
+    if a.profile:
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if dev.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        profiler = torch.profiler.profile(activities=activities)
+        profiler.__enter__()
     for i in range(a.steps):
         tokens = torch.randint(0, a.vocab, (a.batch, a.seq + 1), generator=gen).to(dev)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        step(tokens)
+        if profiler is not None:
+            with torch.profiler.record_function("qat_step"):
+                step(tokens)
+        else:
+            step(tokens)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
+    if profiler is not None:
+        profiler.__exit__(None, None, None)
+        profiler.export_chrome_trace(a.profile)
     steady = times[1:] if len(times) > 1 else times
     s = sum(steady) / len(steady)
     if dev.type == "cuda":

@@ -47,6 +47,13 @@ ThreadChoice ChooseThreads(int64_t recipe_threads, const char* omp_num_threads, 
   return {std::max(1, node_cores / std::max(1, ranks_on_node)), kSources[2]};
 }
 
+int SetProcessThreads(int64_t flag_threads) {
+  const ThreadChoice choice =
+      ChooseThreads(flag_threads, std::getenv("OMP_NUM_THREADS"), comm::ProcessCores(), 1);
+  at::set_num_threads(choice.threads);
+  return choice.threads;
+}
+
 absl::StatusOr<std::string> SetThreadsPerRank(int64_t recipe_threads,
                                               const comm::LocalPlacement& placement,
                                               comm::ProcessGroup& g) {

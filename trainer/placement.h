@@ -26,6 +26,11 @@ struct ThreadChoice {
 ThreadChoice ChooseThreads(int64_t recipe_threads, const char* omp_num_threads, int node_cores,
                            int ranks_on_node);
 
+// A single-process command's intra-op threads (eval, quantize, plan): ChooseThreads with its
+// --threads flag, OMP_NUM_THREADS, or comm::ProcessCores(); applied with at::set_num_threads.
+// Returns the count.
+int SetProcessThreads(int64_t flag_threads);
+
 // Applies this rank's choice (at::set_num_threads). Collective over `g`: returns, on every rank,
 // the log line of what each node chose ("threads per rank, decided on each node (2 nodes): node 0
 // (host-a): 2 ranks, 4 cores -> 2 threads (cores / ranks); node 1 (host-b): ...").

@@ -310,6 +310,11 @@ absl::StatusOr<TrainResult> Train(const Recipe& r, comm::ProcessGroup& g) {
 
   for (int64_t step = start_step; step < r.train.steps; ++step) {
     const Clock::time_point step_start = Clock::now();
+    // The step's ops under one "qat_step" range for a profiler (qat bench train --profile); it
+    // ends where the step's time is taken, before logging and checkpoints. Free when none runs.
+    std::optional<at::RecordFunction> step_scope;
+    step_scope.emplace(at::RecordScope::USER_SCOPE);
+    if (step_scope->isActive()) step_scope->before("qat_step");
     const double comm_at_start = ShardedModel::CommWaitSeconds();
     const double lr = LearningRate(r.train, step);
     const double lambda = SmoothnessLambda(r.smoothness, step);
@@ -348,6 +353,7 @@ absl::StatusOr<TrainResult> Train(const Recipe& r, comm::ProcessGroup& g) {
     const double grad_norm = *clipped;
     s = sharded.Step(lr);
     if (!s.ok()) return s;
+    step_scope.reset();
     if (step > start_step) {
       result.timed_steps += 1;
       result.timed_seconds += Seconds(step_start, Clock::now());

@@ -6,9 +6,12 @@
 // step after the first), step time, the share of step time blocked on collectives, model FLOPs
 // per token and the model-FLOP utilisation against a dense matmul measured in the same run, then
 // the cost of a checkpoint (bytes per rank, save and load time, and save time as steps lost).
+// --profile FILE records every libtorch op of rank 0's run (autograd's profiler, a Chrome trace)
+// for launch/profile_ops.py, which sets it beside launch/bench_train_ref.py's op by op.
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -24,6 +27,7 @@
 #include "trainer/checkpoint.h"
 #include "trainer/cli/commands.h"
 #include "trainer/cli/flags.h"
+#include "trainer/placement.h"
 #include "trainer/recipe.h"
 #include "trainer/train.h"
 
@@ -111,7 +115,7 @@ int64_t DirectoryBytes(const std::string& dir, const std::string& prefix) {
 int BenchTrainMain(int argc, char** argv) {
   constexpr char kUsage[] =
       "[mpirun -np N] qat bench train RECIPE.yaml [--steps N] [--synthetic] [--random-teacher] "
-      "[--set key=value]...";
+      "[--profile TRACE.json] [--set key=value]...";
   Args args;
   int code = 0;
   if (!ParseCommand(
@@ -120,6 +124,8 @@ int BenchTrainMain(int argc, char** argv) {
            {"synthetic", false, false, "train on random tokens instead of data.train"},
            {"random-teacher", false, false,
             "distil from a random full-precision teacher of the student's shape"},
+           {"profile", true, false,
+            "write rank 0's libtorch ops as a Chrome trace to this file (launch/profile_ops.py)"},
            {"set", true, true, "override a recipe key"}},
           &args, &code)) {
     return code;
@@ -137,6 +143,15 @@ int BenchTrainMain(int argc, char** argv) {
   if (!world_or.ok()) return Fail("bench train", std::string(world_or.status().message()));
   comm::ProcessGroup& world = **world_or;
   const bool main_rank = world.rank() == 0;
+  // Threads per rank exactly as qat train chooses them (train.threads, OMP_NUM_THREADS, or the
+  // node's cores over its ranks): libtorch's own default can be 1 thread where cpuinfo sees one
+  // core, and the step measured would not be the one qat train runs.
+  absl::StatusOr<comm::LocalPlacement> placement = comm::MpiLocalPlacement();
+  if (!placement.ok()) return Fail("bench train", std::string(placement.status().message()));
+  absl::StatusOr<std::string> threads =
+      trainer::SetThreadsPerRank(loaded->train.threads, *placement, world);
+  if (!threads.ok()) return Fail("bench train", std::string(threads.status().message()));
+  if (main_rank) std::printf("%s\n", threads->c_str()), std::fflush(stdout);
 
   // A scratch directory shared by the ranks (rank 0's name).
   int64_t id = ::getpid();
@@ -173,7 +188,15 @@ int BenchTrainMain(int argc, char** argv) {
   s = world.Barrier();
   if (!s.ok()) return Fail("bench train", std::string(s.message()));
 
-  absl::StatusOr<trainer::TrainResult> result = trainer::Train(r, world);
+  absl::StatusOr<trainer::TrainResult> result;
+  if (args.Has("profile") && main_rank) {
+    // Written when the guard goes out of scope. Profiling slows each op down: the timings printed
+    // below are then not the step's speed.
+    torch::autograd::profiler::RecordProfile guard(args.Get("profile"));
+    result = trainer::Train(r, world);
+  } else {
+    result = trainer::Train(r, world);
+  }
   if (!result.ok()) {
     const std::string message = "qat bench train: error (rank " + std::to_string(world.rank()) +
                                 "): " + std::string(result.status().message());

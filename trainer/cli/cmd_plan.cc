@@ -13,6 +13,7 @@
 #include "ptq/plan.h"
 #include "trainer/cli/commands.h"
 #include "trainer/cli/flags.h"
+#include "trainer/placement.h"
 #include "trainer/tasks.h"
 #include "trainer/train.h"
 
@@ -70,7 +71,8 @@ int PlanMain(int argc, char** argv) {
            {"ternary-format", true, false,
             "storage of ternary weights counted: ternary2 (default) or ternary3 (as qat export)"},
            {"device", true, false, "cpu (default), cuda or auto"},
-           {"threads", true, false, "intra-op threads (libtorch default)"}},
+           {"threads", true, false,
+            "intra-op threads (default: OMP_NUM_THREADS, else the physical cores)"}},
           &args, &code)) {
     return code;
   }
@@ -143,7 +145,7 @@ int PlanMain(int argc, char** argv) {
     std::printf("%s\n", line.c_str());
     std::fflush(stdout);
   };
-  if (*threads > 0) torch::set_num_threads(static_cast<int>(*threads));
+  trainer::SetProcessThreads(*threads);
   const std::string device_name = args.Get("device", "cpu");
   absl::StatusOr<torch::Device> device = trainer::ResolveDevice(device_name);
   if (!device.ok()) return Fail("plan", "--device: " + std::string(device.status().message()));

@@ -14,6 +14,7 @@
 #include "trainer/cli/flags.h"
 #include "trainer/hf.h"
 #include "trainer/hf_config.h"
+#include "trainer/placement.h"
 #include "trainer/train.h"
 
 namespace qat::cli {
@@ -76,7 +77,8 @@ int QuantizeMain(int argc, char** argv) {
            {"act-order", false, false, "gptq: columns by decreasing activation (static groups)"},
            {"block-size", true, false, "gptq: columns per lazy update (default 128)"},
            {"batch", true, false, "calibration sequences per forward pass (default 8)"},
-           {"threads", true, false, "intra-op threads (default: libtorch's)"}},
+           {"threads", true, false,
+            "intra-op threads (default: OMP_NUM_THREADS, else the physical cores)"}},
           &args, &code)) {
     return code;
   }
@@ -114,7 +116,7 @@ int QuantizeMain(int argc, char** argv) {
   if (options.method == "gptq" && args.GetAll("calib").empty()) {
     return Fail("quantize", "--method gptq needs calibration data: give --calib SHARD");
   }
-  if (*threads > 0) torch::set_num_threads(static_cast<int>(*threads));
+  trainer::SetProcessThreads(*threads);
   options.smooth = *smooth;
   options.gptq.damp = *damp;
   options.gptq.act_order = args.Has("act-order");
