@@ -9,13 +9,15 @@
 #              train.device=cuda; train.dtype comes from the recipe)
 #   --python   the Python with PyTorch (default /usr/bin/python3; the GPU image: /opt/torch/.venv/bin/python3)
 #   --variants mode:estimator list (default "none grad_norm:exact grad_norm:finite_diff")
+#   --repeat N run each pair N times, alternating qat and the reference, and report the medians
+#              (default 3; a shared machine drifts by 10-20% between single runs)
 # Environment: QAT_BIN (default build/trainer/qat). The reference takes the whole batch at once, so
 # train.micro_batch_size is set to train.batch_size for qat too.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 qat=${QAT_BIN:-$here/${QAT_BUILD_DIR:-build}/trainer/qat}
 recipe=$here/recipes/demo-ternary.yaml
-python=/usr/bin/python3 variants="none grad_norm:exact grad_norm:finite_diff" steps=6
+python=/usr/bin/python3 variants="none grad_norm:exact grad_norm:finite_diff" steps=6 repeat=3
 sets=()
 [ $# -gt 0 ] && [[ $1 != --* ]] && { recipe=$1; shift; }
 while (($#)); do
@@ -23,6 +25,7 @@ while (($#)); do
     --python) python=$2; shift 2 ;;
     --variants) variants=$2; shift 2 ;;
     --steps) steps=$2; shift 2 ;;
+    --repeat) repeat=$2; shift 2 ;;
     --set) sets+=(--set "$2"); shift 2 ;;
     *) echo "bench-train-vs-torch: unknown argument '$1'" >&2; exit 2 ;;
   esac
@@ -47,20 +50,26 @@ echo "recipe: $recipe ${sets[*]}"
 echo "shape: ${args[*]}"
 printf "%-24s %14s %14s %8s %12s %12s\n" variant "qat tok/s" "torch tok/s" "qat/torch" "qat peak GB" "torch peak GB"
 status=0
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
 for v in $variants; do
   mode=${v%%:*} est=${v#*:}
   [ "$mode" = "$v" ] && est=exact
-  out=$("$qat" bench train "$recipe" --synthetic --random-teacher --steps "$steps" "${sets[@]}" \
-        --set smoothness.mode="$mode" --set smoothness.estimator="$est" --set smoothness.lambda=1 \
-        --set smoothness.lambda_warmup_steps=0 2>&1) || { echo "$out" | tail -5 >&2; status=1; continue; }
-  q=$(sed -n 's/.*steady state over [0-9]* steps: \([0-9.]*\) tokens\/s.*/\1/p' <<<"$out" | tail -1)
-  qm=$(sed -n 's/.*peak \(resident\|GPU\)[a-z ]*memory[a-z0-9 ]*: \([0-9.]*\) GB.*/\2/p' <<<"$out" | tail -1)
-  ref=$("$python" "$here/launch/bench_train_ref.py" "${args[@]}" --mode "$mode" --estimator "$est" --lam 1 2>&1) ||
-    { echo "$ref" | tail -5 >&2; status=1; continue; }
-  t=$(sed -n 's/.*steps: \([0-9.]*\) tokens\/s.*/\1/p' <<<"$ref")
-  tm=$(sed -n 's/.*peak memory \([0-9.]*\) GB.*/\1/p' <<<"$ref")
-  printf "%-24s %14.1f %14.1f %7.2fx %12s %12s\n" "$mode${est:+ $est}" "$q" "$t" \
-    "$(awk -v a="$q" -v b="$t" 'BEGIN { print (b > 0 ? a / b : 0) }')" "${qm:--}" "${tm:--}"
+  qs="" ts="" ratios="" qm="" tm=""
+  for ((i = 0; i < repeat; i++)); do
+    out=$("$qat" bench train "$recipe" --synthetic --random-teacher --steps "$steps" "${sets[@]}" \
+          --set smoothness.mode="$mode" --set smoothness.estimator="$est" --set smoothness.lambda=1 \
+          --set smoothness.lambda_warmup_steps=0 2>&1) || { echo "$out" | tail -5 >&2; status=1; continue 2; }
+    q=$(sed -n 's/.*steady state over [0-9]* steps: \([0-9.]*\) tokens\/s.*/\1/p' <<<"$out" | tail -1)
+    qm=$(sed -n 's/.*peak \(resident\|GPU\)[a-z ]*memory[a-z0-9 ]*: \([0-9.]*\) GB.*/\2/p' <<<"$out" | tail -1)
+    ref=$("$python" "$here/launch/bench_train_ref.py" "${args[@]}" --mode "$mode" --estimator "$est" --lam 1 2>&1) ||
+      { echo "$ref" | tail -5 >&2; status=1; continue 2; }
+    t=$(sed -n 's/.*steps: \([0-9.]*\) tokens\/s.*/\1/p' <<<"$ref")
+    tm=$(sed -n 's/.*peak memory \([0-9.]*\) GB.*/\1/p' <<<"$ref")
+    qs+=" $q" ts+=" $t" ratios+=" $(awk -v a="$q" -v b="$t" 'BEGIN { print (b > 0 ? a / b : 0) }')"
+  done
+  printf "%-24s %14.1f %14.1f %7.2fx %12s %12s   (qat/torch per pair:%s)\n" "$mode${est:+ $est}" \
+    "$(median <<<"$qs")" "$(median <<<"$ts")" "$(median <<<"$ratios")" "${qm:--}" "${tm:--}" \
+    "$(for r in $ratios; do printf ' %.2f' "$r"; done)"
 done
-echo "$("$python" -c 'import torch; print("torch", torch.__version__)'); qat bench train and the reference each in a process of its own, one after the other"
+echo "$("$python" -c 'import torch; print("torch", torch.__version__)'); qat bench train and the reference each in a process of its own, alternating, $repeat pair(s) per variant; medians; qat/torch is the median of the pairs' ratios"
 exit $status

@@ -183,9 +183,9 @@ ctest_gpu() { ctest --test-dir "$build" --output-on-failure -R 'Cuda|Gpu|Nccl|co
 ctest_cpu() { ctest --test-dir "$build" -j "$jobs" --timeout 240 -E 'Cuda|Gpu|Nccl|comm_test|science_smoke_test|multihost_test'; }
 bench_kernels() { "$qat" bench kernels --device cuda --shapes 8192x8192,28672x8192 --m 8; }
 bench_train() {
-  QAT_BIN=$qat "$root/launch/bench-train-vs-torch.sh" "$root/recipes/bench-110m.yaml" --python "$py" \
+  QAT_BIN=$qat "$root/launch/bench-train-vs-torch.sh" "$root/recipes/bench-110m.yaml" --python "$py" --repeat 1 \
     --set train.device=cuda --set train.dtype=bf16 &&
-  QAT_BIN=$qat "$root/launch/bench-train-vs-torch.sh" "$root/recipes/bench-340m.yaml" --python "$py" \
+  QAT_BIN=$qat "$root/launch/bench-train-vs-torch.sh" "$root/recipes/bench-340m.yaml" --python "$py" --repeat 1 \
     --variants "none grad_norm:exact" --set train.device=cuda --set train.dtype=bf16
 }
 # A short run on cuda over NCCL, stopped at step 3 and resumed, against an uninterrupted one; then
@@ -265,7 +265,7 @@ if ((dry)); then
   step train 120 'expect_no_gpu "$qat" bench train "$root/recipes/bench-110m.yaml" --synthetic --random-teacher --steps 2 --set train.device=cuda --set train.dtype=bf16 &&
     expect_no_gpu "$qat" bench train "$root/recipes/bench-340m.yaml" --synthetic --random-teacher --steps 2 --set train.device=cuda &&
     "$py" "$root/launch/bench_train_ref.py" --vocab 256 --hidden 64 --inter 128 --layers 2 --heads 4 --kv-heads 2 --seq 32 --batch 2 --steps 2 --threads 1 --mode grad_norm --estimator finite_diff &&
-    QAT_BIN=$qat "$root/launch/bench-train-vs-torch.sh" "$root/recipes/demo-ternary.yaml" --python "$py" --steps 2 \
+    QAT_BIN=$qat "$root/launch/bench-train-vs-torch.sh" "$root/recipes/demo-ternary.yaml" --python "$py" --steps 2 --repeat 1 \
       --variants "none grad_norm:finite_diff" --set train.batch_size=2 --set data.seq_len=32 --set train.threads=1 \
       --set model.hidden_size=64 --set model.intermediate_size=128 --set model.num_layers=2'
   step nccl 60 nccl_run

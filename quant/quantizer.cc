@@ -225,6 +225,132 @@ Grid Quantize(const QuantSpec& spec, const torch::Tensor& w, const torch::Tensor
 
 }  // namespace
 
+namespace {
+
+// The forward value of a statistic quantizer (scale: none) for a CPU float/double weight: the
+// group statistics by the same torch ops as Quantize, then one pass over W that computes each
+// element's code and value with Quantize's and FakeQuant's float operations (divide, round half
+// to even, clamp, add the offset; subtract the zero point, multiply by the scale), so the result
+// is bit-identical to the unfused path without its six full-size temporaries.
+// Round half to even (std::nearbyint in the default rounding mode, as torch::round), written so
+// that the loop vectorizes without SSE4.1: below 2^22 (2^51 for double) in magnitude, adding and
+// subtracting 1.5 * 2^23 (2^52) leaves the nearest integer, ties to even; larger values are
+// integers already. Only the sign of a zero result can differ from nearbyint (+0 for -0.3), and
+// every caller adds or subtracts a nonzero constant or an offset >= 0 afterwards, which erases it.
+template <typename T>
+inline T RoundHalfEven(T v) {
+  constexpr bool kFloat = sizeof(T) == 4;
+  const T magic = kFloat ? T(12582912.0) : T(6755399441055744.0);
+  const T limit = kFloat ? T(4194304.0) : T(2251799813685248.0);
+  return std::abs(v) < limit ? (v + magic) - magic : v;
+}
+
+template <typename T>
+void StatisticLoop(const T* w, T* out, int64_t out_rows, int64_t C, int64_t G, int64_t R,
+                   const T* scale, const T* lo, const bool* flat, const T* zero_t, double zero,
+                   double cmin, double cmax, double offset, bool binary) {
+  const T tmin = static_cast<T>(cmin), tmax = static_cast<T>(cmax);
+  const T toff = static_cast<T>(offset), tzero = static_cast<T>(zero);
+  at::parallel_for(0, out_rows * C, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t rc = begin; rc < end; ++rc) {
+      const int64_t g =
+          R == 1 ? rc % C : rc;  // the [R, C] scale group of row rc / C, column rc % C
+      const T s = scale[g];
+      const T* wg = w + rc * G;
+      T* og = out + rc * G;
+      if (binary) {
+        for (int64_t i = 0; i < G; ++i) og[i] = s * ((wg[i] >= 0 ? T(1) : T(0)) - tzero);
+      } else if (lo != nullptr) {  // asymmetric: codes of (W - lo) / s, a zero point per group
+        const T l = lo[g], z = zero_t[g];
+        if (flat[g]) {
+          for (int64_t i = 0; i < G; ++i) og[i] = s * (T(0) - z);
+        } else {
+          for (int64_t i = 0; i < G; ++i) {
+            T v = RoundHalfEven((wg[i] - l) / s);
+            v = v < tmin ? tmin : (v > tmax ? tmax : v);
+            og[i] = s * (v - z);
+          }
+        }
+      } else {
+        for (int64_t i = 0; i < G; ++i) {
+          T v = RoundHalfEven(wg[i] / s);
+          v = v < tmin ? tmin : (v > tmax ? tmax : v);
+          og[i] = s * ((v + toff) - tzero);
+        }
+      }
+    }
+  });
+}
+
+// FakeQuant's value for the statistic quantizers (no gradient).
+torch::Tensor StatisticValue(const QuantSpec& spec, const torch::Tensor& w) {
+  torch::NoGradGuard no_grad;
+  const bool loop = w.device().is_cpu() &&
+                    (w.scalar_type() == torch::kFloat32 || w.scalar_type() == torch::kFloat64);
+  if (!loop) {  // the unfused value, as Decompose computes it (CUDA, half types)
+    const Grid g = Quantize(spec, w, torch::Tensor());
+    const torch::Tensor u = g.codes.to(g.scale.scalar_type());
+    return (g.zero_tensor.defined() ? g.scale * (u - g.zero_tensor) : g.scale * (u - g.zero))
+        .reshape({g.l.out, g.l.in})
+        .to(w.scalar_type());
+  }
+  const Layout l = LayoutOf(spec, w);
+  const torch::Tensor w3 = w.detach().reshape({l.out, l.C, l.G}).contiguous();
+  torch::Tensor scale, lo, flat, zero_t;
+  double zero = 0.0, cmin = 0.0, cmax = 0.0, offset = 0.0;
+  const bool binary = spec.method == Method::kBinary;
+  // The statistics exactly as Quantize computes them.
+  if (spec.method == Method::kTernary) {
+    scale = GroupMean(w3.abs(), l).clamp_min(kMinMeanScale);
+    cmin = -1.0, cmax = 1.0, offset = 1.0, zero = 1.0;
+  } else if (binary) {
+    scale = GroupMean(w3.abs(), l).clamp_min(kMinMeanScale) * 2.0;
+    zero = 0.5;
+  } else if (spec.symmetric) {
+    const double half = std::ldexp(1.0, spec.bits - 1);
+    scale = Div(GroupMax(w3.abs(), l).clamp_min(kMinAbsmax), half - 0.5);
+    cmin = -half, cmax = half - 1.0, offset = half, zero = half;
+  } else {
+    const double top = std::ldexp(1.0, spec.bits) - 1.0;
+    lo = GroupMin(w3, l);
+    const torch::Tensor hi = GroupMax(w3, l);
+    flat = (hi - lo).le(torch::maximum(lo.abs(), hi.abs()) * kConstantGroup);
+    scale = torch::where(flat, torch::ones_like(lo), Div(hi - lo, top));
+    zero_t = torch::where(flat, -lo, -lo / scale).contiguous();
+    lo = lo.contiguous();
+    flat = flat.contiguous();
+    cmin = 0.0, cmax = top;
+  }
+  scale = scale.contiguous();
+  torch::Tensor out = torch::empty_like(w3);
+  AT_DISPATCH_FLOATING_TYPES(w3.scalar_type(), "fake_quant", [&] {
+    StatisticLoop<scalar_t>(
+        w3.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), l.out, l.C, l.G, l.R,
+        scale.data_ptr<scalar_t>(), lo.defined() ? lo.data_ptr<scalar_t>() : nullptr,
+        flat.defined() ? flat.data_ptr<bool>() : nullptr,
+        zero_t.defined() ? zero_t.data_ptr<scalar_t>() : nullptr, zero, cmin, cmax, offset, binary);
+  });
+  return out.reshape({l.out, l.in});
+}
+
+// A statistic quantizer as one autograd node: the value above forward, the straight-through
+// identity backward (the gradient passes to W unchanged, and double backward sees an identity).
+// Replaces `exact + (w - w.detach())`, whose subtraction, addition and two backward nodes cost
+// passes over every weight at every forward.
+class StraightThroughStatistic : public torch::autograd::Function<StraightThroughStatistic> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext*, const torch::Tensor& w,
+                               const QuantSpec* spec) {
+    return StatisticValue(*spec, w);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext*,
+                                                 torch::autograd::variable_list grad) {
+    return {grad[0], torch::Tensor()};
+  }
+};
+
+}  // namespace
+
 QuantParts WeightQuantizer::Decompose(const torch::Tensor& w, const torch::Tensor& alpha) const {
   const Grid g = Quantize(spec_, w, alpha);
   QuantParts p;
@@ -237,6 +363,7 @@ QuantParts WeightQuantizer::Decompose(const torch::Tensor& w, const torch::Tenso
 }
 
 torch::Tensor WeightQuantizer::FakeQuant(const torch::Tensor& w, const torch::Tensor& alpha) const {
+  if (spec_.scale == ScaleMode::kStatistic) return StraightThroughStatistic::apply(w, &spec_);
   torch::Tensor exact;
   {
     // The same float operations as QuantParts::Dequantize, without the uint8 round trip.
@@ -253,7 +380,6 @@ torch::Tensor WeightQuantizer::FakeQuant(const torch::Tensor& w, const torch::Te
     // a layer takes part in each backward pass (sharded training counts them, sharding.cc).
     return exact + (w - w.detach()) + (alpha - alpha.detach()).sum().to(w.scalar_type()) * 0.0;
   }
-  if (!spec_.learnable()) return exact + (w - w.detach());
 
   const Layout l = LayoutOf(spec_, w);
   const torch::ScalarType ct = ComputeType(w);

@@ -53,7 +53,11 @@
 // runtime computes it (kernels/lowbit.h).
 // The forward value is scale * (u - zero) computed as in Decompose (exactly, not up to
 // rounding); the gradient rules are added by terms whose value is zero (x - x.detach()), so
-// double backward (the exact smoothness regularizer) works through every quantizer.
+// double backward (the exact smoothness regularizer) works through every quantizer. The
+// statistic quantizers (scale: none) are one autograd node instead, fused: their group
+// statistics, then one pass over W computing each value with the same float operations (a CPU
+// loop; the torch ops elsewhere), and an identity backward. Values and gradients are
+// bit-identical to Decompose(w).Dequantize() + (w - w.detach()) (tests/quant_test.cc).
 #pragma once
 
 #include <cstdint>

@@ -265,6 +265,51 @@ INSTANTIATE_TEST_SUITE_P(Specs, EveryQuantizer, ::testing::ValuesIn(AllSpecs()),
                            return name;
                          });
 
+// The statistic quantizers run fused (one autograd node, one pass over W): values, gradients and
+// double-backward gradients bit-identical to the unfused expression
+// Decompose(w).Dequantize() + (w - w.detach()), in float and double, on a weight with rows of
+// different magnitudes, a zero row and constant groups (asymmetric: the flat-group branch).
+TEST(FusedStatistic, BitIdenticalToTheUnfusedPath) {
+  for (const QuantSpec& spec : AllSpecs()) {
+    if (spec.scale != ScaleMode::kStatistic) continue;
+    qat::quant::WeightQuantizer q(spec);
+    at::set_num_threads(2);
+    for (torch::Dtype dtype : {torch::kFloat32, torch::kFloat64}) {
+      torch::manual_seed(11);
+      torch::Tensor base = torch::randn({64, 256}, torch::kFloat64) *
+                           torch::rand({64, 1}, torch::kFloat64).add(0.05) * 3;
+      base[5].zero_();
+      base[9].fill_(0.37);  // constant groups
+      base = base.to(dtype);
+      const torch::Tensor x = torch::randn({8, 256}, dtype);
+      const torch::Tensor upstream = torch::randn({64, 256}, dtype);
+      struct Out {
+        torch::Tensor value, grad, grad2;
+      };
+      auto run = [&](bool fused) {
+        torch::Tensor w = base.clone().requires_grad_(true);
+        torch::Tensor xs = x.clone().requires_grad_(true);
+        torch::Tensor wq = fused ? q.FakeQuant(w) : q.Decompose(w).Dequantize() + (w - w.detach());
+        Out o;
+        o.value = wq.detach().clone();
+        // First order: the gradient to W of <wq, upstream>.
+        o.grad = torch::autograd::grad({(wq * upstream).sum()}, {w}, {}, true)[0].detach().clone();
+        // Second order, as the exact smoothness penalty: ||d/dx sum((x wq^T)^2)||^2 to W.
+        torch::Tensor loss = torch::matmul(xs, wq.t()).pow(2).sum();
+        torch::Tensor gx = torch::autograd::grad({loss}, {xs}, {}, true, true)[0];
+        o.grad2 = torch::autograd::grad({gx.pow(2).sum()}, {w})[0].detach().clone();
+        return o;
+      };
+      const Out fused = run(true), unfused = run(false);
+      const std::string what = spec.Name() + (dtype == torch::kFloat32 ? " float" : " double");
+      EXPECT_TRUE(torch::equal(fused.value, unfused.value)) << what;
+      EXPECT_TRUE(torch::equal(fused.grad, unfused.grad)) << what;
+      EXPECT_TRUE(torch::equal(fused.grad, upstream)) << what;  // the identity
+      EXPECT_TRUE(torch::equal(fused.grad2, unfused.grad2)) << what;
+    }
+  }
+}
+
 TEST(AsymmetricInt, ReproducesConstantOffsetsExactly) {
   for (int bits : {2, 3, 4, 8}) {
     WeightQuantizer asym(Spec(Method::kInt, Granularity::kPerGroup, bits, false));

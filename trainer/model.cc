@@ -6,6 +6,7 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "trainer/rope.h"
 
 namespace qat::trainer {
 
@@ -60,14 +61,6 @@ torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
   return normed.to(x.scalar_type()) * weight;
 }
 
-namespace {
-// "Rotate half": (x1, x2) -> (-x2, x1) over the two halves of the head dimension.
-torch::Tensor RotateHalf(const torch::Tensor& x) {
-  const int64_t half = x.size(-1) / 2;
-  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
-}
-}  // namespace
-
 AttentionImpl::AttentionImpl(const ModelConfig& c, const std::shared_ptr<quant::WeightQuantizer>& q)
     : num_heads_(c.num_heads),
       num_kv_heads_(c.num_kv_heads),
@@ -82,11 +75,12 @@ AttentionImpl::AttentionImpl(const ModelConfig& c, const std::shared_ptr<quant::
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
                                      const torch::Tensor& sin) {
   const int64_t B = x.size(0), T = x.size(1);
-  torch::Tensor q = q_proj(x).view({B, T, num_heads_, head_dim_}).transpose(1, 2);
-  torch::Tensor k = k_proj(x).view({B, T, num_kv_heads_, head_dim_}).transpose(1, 2);
+  // RoPE on [B, T, heads, head_dim], where the projections' rows are contiguous (ApplyRope).
+  torch::Tensor q =
+      ApplyRope(q_proj(x).view({B, T, num_heads_, head_dim_}), cos, sin).transpose(1, 2);
+  torch::Tensor k =
+      ApplyRope(k_proj(x).view({B, T, num_kv_heads_, head_dim_}), cos, sin).transpose(1, 2);
   torch::Tensor v = v_proj(x).view({B, T, num_kv_heads_, head_dim_}).transpose(1, 2);
-  q = q * cos + RotateHalf(q) * sin;
-  k = k * cos + RotateHalf(k) * sin;
   if (num_kv_heads_ != num_heads_) {
     // Query head j reads key/value head j / (num_heads / num_kv_heads).
     k = k.repeat_interleave(num_heads_ / num_kv_heads_, /*dim=*/1);

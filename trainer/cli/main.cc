@@ -1,4 +1,6 @@
 // qat: one binary, one subcommand per job.
+#include <malloc.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -135,7 +137,32 @@ constexpr char kUsage[] =
     "Run 'qat <command> --help' for its flags.\n";
 }  // namespace
 
+namespace {
+// glibc's malloc serves blocks above its mmap threshold (128 KiB, raised on the fly up to the size
+// of the largest block freed) with fresh mappings and gives them back at free, and trims the heap
+// top past 128 KiB. A training step allocates and frees the same activation and gradient tensors
+// (a few MB each) every step, so with those defaults every step pays page faults on every one of
+// them: perf showed 13-16% of a CPU training step in the kernel's page-fault path and 5-9% in
+// OpenBLAS zeroing fresh GEMM outputs, and the step ran 15-30% faster with the settings below.
+// Blocks up to 32 MiB (glibc's largest mmap threshold) now come from the heap, which is not
+// trimmed below 1 GiB of free top, so a step reuses the pages of the last one. Environment settings
+// (MALLOC_*_ or GLIBC_TUNABLES) are left to win.
+void TuneMalloc() {
+#if defined(__GLIBC__)
+  if (std::getenv("MALLOC_MMAP_THRESHOLD_") == nullptr &&
+      std::getenv("GLIBC_TUNABLES") == nullptr) {
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  }
+  if (std::getenv("MALLOC_TRIM_THRESHOLD_") == nullptr &&
+      std::getenv("GLIBC_TUNABLES") == nullptr) {
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  }
+#endif
+}
+}  // namespace
+
 int main(int argc, char** argv) {
+  TuneMalloc();
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "help")) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
