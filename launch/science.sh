@@ -11,7 +11,7 @@
 #   PART        corpus teacher ptq qat generation report (default: all, in that order). Each part
 #               skips what it finds finished (by its output files), so a killed run continues
 #               where it stopped: training resumes from its newest checkpoint.
-#   --quick     a much smaller teacher and students, fewer windows: about 20 minutes on 2 cores
+#   --quick     a much smaller teacher and students, fewer windows: about 11 minutes on 2 cores
 #               (default output runs/science-quick)
 #   --smoke     a tiny model on a 400 kB corpus, one lambda, two seeds: a minute or two; for the
 #               test (tests/scripts/science_smoke_test.sh); implies --no-install and the fortunes
@@ -70,9 +70,9 @@ case $mode in
     gen_prompts=16; gen_tokens=96; gen_seq=48
     ;;
   quick)
-    # Timed at ~29 min on 2 cores with 800 teacher steps, 3 seeds x 40 student steps and 4
-    # evaluation parts; these settings keep every part and claim, at n = 2 (the least a verdict
-    # takes), to fit the 20 minutes.
+    # 800 teacher steps, 3 seeds x 40 student steps and 4 evaluation parts took 30.5 min on 2
+    # cores; these settings keep every part and claim at n = 2 (the least a verdict takes): 11 min
+    # from --fresh on the same machine (with qat's malloc settings, trainer/cli/main.cc).
     out=${out:-runs/science-quick}; vocab=2048; corpus_sel=${corpus_sel:-austen,kjv}; max_bytes=0
     lambdas=${lambdas:-"0.1 1 10"}; seeds=${seeds:-"1 2"}
     T=(model.hidden_size=128 model.intermediate_size=384 model.num_layers=2 model.num_heads=2
