@@ -27,8 +27,10 @@
 namespace qat::kernels {
 namespace {
 
+using testing_util::IntK;
 using testing_util::kAllIsas;
 using testing_util::RandomFloats;
+using testing_util::RandomIntK;
 
 const int kBits[] = {2, 4};
 const int64_t kGroups[] = {32, 64, 128};
@@ -38,48 +40,16 @@ std::string Name(int64_t rows, int64_t cols, int bits, int64_t group, int64_t m 
          std::to_string(group) + " m=" + std::to_string(m);
 }
 
-// A row-major int2/int4 matrix (lowbit.h) with its codes.
-struct IntK {
-  int64_t rows = 0, cols = 0;
-  int bits = 4;
-  int64_t group = 32;
-  std::vector<uint8_t> q;  // codes, row-major
-  std::vector<uint8_t> packed;
-  std::vector<float> scales, zeros;
-
-  IntKView view() const {
-    return IntKView{rows, cols, bits, group, packed.data(), scales.data(), zeros.data()};
-  }
-  int64_t groups() const { return IntKGroupsPerRow(group, cols); }
-  float value(int64_t r, int64_t c) const {
-    const int64_t g = r * groups() + c / group;
-    return scales[g] * (static_cast<float>(q[r * cols + c]) - zeros[g]);
-  }
-};
-
-// Random codes, scales and fractional zero points.
-IntK RandomIntK(int64_t rows, int64_t cols, int bits, int64_t group, std::mt19937& rng) {
-  IntK w;
-  w.rows = rows;
-  w.cols = cols;
-  w.bits = bits;
-  w.group = group;
-  std::uniform_int_distribution<int> code(0, (1 << bits) - 1);
-  w.q.resize(rows * cols);
-  for (uint8_t& v : w.q) v = static_cast<uint8_t>(code(rng));
-  w.packed.assign(rows * IntKRowBytes(bits, cols), 0);
-  PackIntK(w.q.data(), rows, cols, bits, w.packed.data());
-  // A nonzero padding code (invalid in the format, which the repack must ignore): the top bits of
-  // a row's last byte hold its last unit's last weight (int4: 32u + 31, int2: 64u + 63).
+// RandomIntK (kernels_test_util.h) with a nonzero padding code, invalid in the format, which the
+// repack must ignore: the top bits of a row's last byte hold its last unit's last weight
+// (int4: 32u + 31, int2: 64u + 63).
+IntK RandomIntKWithBadPadding(int64_t rows, int64_t cols, int bits, int64_t group,
+                              std::mt19937& rng) {
+  IntK w = RandomIntK(rows, cols, bits, group, rng);
   if (cols % IntKUnitWeights(bits) != 0) {
     const int64_t row_bytes = IntKRowBytes(bits, cols);
     for (int64_t r = 0; r < rows; ++r) w.packed[r * row_bytes + row_bytes - 1] |= 0xC0;
   }
-  std::uniform_real_distribution<float> scale(0.01f, 1.0f), zero(0.0f, (1 << bits) - 1.0f);
-  w.scales.resize(rows * w.groups());
-  w.zeros.resize(rows * w.groups());
-  for (float& s : w.scales) s = scale(rng);
-  for (float& z : w.zeros) z = zero(rng);
   return w;
 }
 
@@ -159,7 +129,7 @@ TEST(IntKX16Layout, RepackFollowsDocumentedLayoutAndRoundTrips) {
       for (const auto& [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{
                {1, 1}, {15, 7}, {16, 8}, {17, 33}, {33, 200}, {5, 129}}) {
         SCOPED_TRACE(Name(rows, cols, bits, group));
-        const IntK w = RandomIntK(rows, cols, bits, group, rng);
+        const IntK w = RandomIntKWithBadPadding(rows, cols, bits, group, rng);
         const IntKX16Matrix x16 = RepackIntKX16(w.view());
         ASSERT_EQ(x16.rows, rows);
         EXPECT_EQ(reinterpret_cast<uintptr_t>(x16.data.data()) % 64, 0u);
@@ -239,7 +209,7 @@ TEST_P(IntKX16Test, EqualsDocumentedArithmeticBitForBit) {
         for (int64_t m : {1, 2, 3, 5, 8, 17}) {
           if (rows * cols * m > 2000000) continue;  // keep the naive product quick
           SCOPED_TRACE(Name(rows, cols, bits, group, m));
-          const IntK w = RandomIntK(rows, cols, bits, group, rng);
+          const IntK w = RandomIntKWithBadPadding(rows, cols, bits, group, rng);
           const IntKX16Matrix x16 = RepackIntKX16(w.view());
           const std::vector<int8_t> xq = RandomInt8(m * cols, rng);
           const std::vector<float> xscales = RandomScales(m, rng);
@@ -266,7 +236,7 @@ TEST_P(IntKX16Test, ZeroAndNaNActivationRows) {
   const int64_t rows = 37, cols = 300, m = 17;
   for (int bits : kBits) {
     SCOPED_TRACE(bits);
-    const IntK w = RandomIntK(rows, cols, bits, 64, rng);
+    const IntK w = RandomIntKWithBadPadding(rows, cols, bits, 64, rng);
     const IntKX16Matrix x16 = RepackIntKX16(w.view());
     std::vector<float> x = RandomFloats(m * cols, rng);
     for (int64_t c = 0; c < cols; ++c) {
@@ -407,7 +377,7 @@ TEST_P(IntKX16Test, WithinRigorousBoundOfExactValue) {
            std::vector<std::pair<int64_t, int64_t>>{{9, 4096}, {5, 14336}, {20, 1000}, {7, 129}}) {
         const int64_t m = 2;
         SCOPED_TRACE(Name(rows, cols, bits, group, m));
-        const IntK w = RandomIntK(rows, cols, bits, group, rng);
+        const IntK w = RandomIntKWithBadPadding(rows, cols, bits, group, rng);
         const IntKX16Matrix x16 = RepackIntKX16(w.view());
         const std::vector<int8_t> xq = RandomInt8(m * cols, rng);
         const std::vector<float> xscales = RandomScales(m, rng);
@@ -481,7 +451,7 @@ TEST(IntKX16Products, AvxVariantsAgreeWithoutVnni) {
   // across the two directly.
   if (!IsaSupported(Isa::kAvx512)) GTEST_SKIP() << "no AVX-512";
   std::mt19937 rng(6);
-  const IntK w = RandomIntK(300, 4096, 4, 128, rng);
+  const IntK w = RandomIntKWithBadPadding(300, 4096, 4, 128, rng);
   const IntKX16Matrix x16 = RepackIntKX16(w.view());
   const int64_t m = 9;
   const std::vector<int8_t> xq = RandomInt8(m * 4096, rng);
@@ -495,8 +465,8 @@ TEST(IntKX16Products, AvxVariantsAgreeWithoutVnni) {
 TEST(IntKX16Threads, ResultsDoNotDependOnThreadCount) {
   std::mt19937 rng(7);
   const int64_t rows = 1100, cols = 1000;
-  const IntK i4 = RandomIntK(rows, cols, 4, 128, rng);
-  const IntK i2 = RandomIntK(rows, cols, 2, 32, rng);
+  const IntK i4 = RandomIntKWithBadPadding(rows, cols, 4, 128, rng);
+  const IntK i2 = RandomIntKWithBadPadding(rows, cols, 2, 32, rng);
   const IntKX16Matrix x4 = RepackIntKX16(i4.view()), x2 = RepackIntKX16(i2.view());
   const std::vector<int8_t> xq = RandomInt8(9 * cols, rng);
   const std::vector<float> xscales = RandomScales(9, rng);

@@ -91,5 +91,46 @@ inline Ternary3 RandomTernary3(int64_t rows, int64_t cols, bool per_row, std::mt
   return RandomPackedTernary<Ternary3View>(rows, cols, per_row, rng, garbage);
 }
 
+// A row-major int2/int4 matrix (lowbit.h) with its codes.
+struct IntK {
+  int64_t rows = 0, cols = 0;
+  int bits = 4;
+  int64_t group = 32;
+  std::vector<uint8_t> q;  // codes, row-major
+  std::vector<uint8_t> packed;
+  std::vector<float> scales, zeros;
+
+  IntKView view() const {
+    return IntKView{rows, cols, bits, group, packed.data(), scales.data(), zeros.data()};
+  }
+  int64_t groups() const { return IntKGroupsPerRow(group, cols); }
+  // The documented value, in float, as the kernels compute it.
+  float value(int64_t r, int64_t c) const {
+    const int64_t g = r * groups() + c / group;
+    return scales[g] * (static_cast<float>(q[r * cols + c]) - zeros[g]);
+  }
+};
+
+// Random codes, scales and (fractional) zero points; the packed buffer starts as 0xEE, so a byte
+// PackIntK did not write shows.
+inline IntK RandomIntK(int64_t rows, int64_t cols, int bits, int64_t group, std::mt19937& rng) {
+  IntK w;
+  w.rows = rows;
+  w.cols = cols;
+  w.bits = bits;
+  w.group = group;
+  std::uniform_int_distribution<int> code(0, (1 << bits) - 1);
+  w.q.resize(rows * cols);
+  for (uint8_t& v : w.q) v = static_cast<uint8_t>(code(rng));
+  w.packed.assign(rows * IntKRowBytes(bits, cols), 0xEE);
+  PackIntK(w.q.data(), rows, cols, bits, w.packed.data());
+  std::uniform_real_distribution<float> scale(0.01f, 1.0f), zero(0.0f, (1 << bits) - 1.0f);
+  w.scales.resize(rows * w.groups());
+  w.zeros.resize(rows * w.groups());
+  for (float& s : w.scales) s = scale(rng);
+  for (float& z : w.zeros) z = zero(rng);
+  return w;
+}
+
 }  // namespace testing_util
 }  // namespace qat::kernels

@@ -29,9 +29,11 @@ namespace qat::kernels {
 namespace {
 
 using testing_util::AbsSum;
+using testing_util::IntK;
 using testing_util::kAllIsas;
 using testing_util::kSimdIsas;
 using testing_util::RandomFloats;
+using testing_util::RandomIntK;
 using testing_util::RandomTernary2;
 using testing_util::RandomTernary3;
 using testing_util::RandomTrits;
@@ -206,53 +208,6 @@ TEST(Ternary3Format, ValidateFindsBadPadding) {
 
 const int kBits[] = {2, 4};
 const int64_t kGroups[] = {32, 64, 128};
-
-struct IntK {
-  int64_t rows = 0, cols = 0;
-  int bits = 4;
-  int64_t group = 32;
-  std::vector<uint8_t> q;  // codes, row-major
-  std::vector<uint8_t> packed;
-  std::vector<float> scales, zeros;
-
-  IntKView view() const {
-    IntKView v;
-    v.rows = rows;
-    v.cols = cols;
-    v.bits = bits;
-    v.group = group;
-    v.data = packed.data();
-    v.scales = scales.data();
-    v.zeros = zeros.data();
-    return v;
-  }
-  int64_t groups() const { return IntKGroupsPerRow(group, cols); }
-  // The documented value, in float, as the kernels compute it.
-  float value(int64_t r, int64_t c) const {
-    const int64_t g = r * groups() + c / group;
-    return scales[g] * (static_cast<float>(q[r * cols + c]) - zeros[g]);
-  }
-};
-
-// Random codes, scales and (fractional) zero points.
-IntK RandomIntK(int64_t rows, int64_t cols, int bits, int64_t group, std::mt19937& rng) {
-  IntK w;
-  w.rows = rows;
-  w.cols = cols;
-  w.bits = bits;
-  w.group = group;
-  std::uniform_int_distribution<int> code(0, (1 << bits) - 1);
-  w.q.resize(rows * cols);
-  for (uint8_t& v : w.q) v = static_cast<uint8_t>(code(rng));
-  w.packed.assign(rows * IntKRowBytes(bits, cols), 0xEE);
-  PackIntK(w.q.data(), rows, cols, bits, w.packed.data());
-  std::uniform_real_distribution<float> scale(0.01f, 1.0f), zero(0.0f, (1 << bits) - 1.0f);
-  w.scales.resize(rows * w.groups());
-  w.zeros.resize(rows * w.groups());
-  for (float& s : w.scales) s = scale(rng);
-  for (float& z : w.zeros) z = zero(rng);
-  return w;
-}
 
 // Byte and shift of column c within a row, as documented in lowbit.h.
 void DocumentedPosition(int bits, int64_t c, int64_t* byte, int* shift) {
