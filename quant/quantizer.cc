@@ -154,6 +154,43 @@ struct Grid {
   int levels = 0;
 };
 
+// The group statistics of a statistic quantizer (scale: none) for w3 [out, C, G] and the constants
+// of its codes: codes = clamp(round(w3 / scale), cmin, cmax) + offset, or for the asymmetric one
+// clamp(round((w3 - lo) / scale), cmin, cmax) (0 in a flat group) with a zero point per group,
+// or w3 >= 0 for binary; the value is scale * (codes - zero point).
+struct StatisticGrid {
+  torch::Tensor scale;     // [R, C, 1]
+  torch::Tensor lo, flat;  // asymmetric: the group minimum and the constant groups; else undefined
+  torch::Tensor zero_tensor;  // asymmetric: [R, C, 1]; else undefined
+  double zero = 0.0, cmin = 0.0, cmax = 0.0, offset = 0.0;
+  bool binary = false;
+};
+
+StatisticGrid StatisticParams(const QuantSpec& spec, const torch::Tensor& w3, const Layout& l) {
+  StatisticGrid st;
+  if (spec.method == Method::kTernary) {
+    st.scale = GroupMean(w3.abs(), l).clamp_min(kMinMeanScale);
+    st.cmin = -1.0, st.cmax = 1.0, st.offset = 1.0, st.zero = 1.0;
+  } else if (spec.method == Method::kBinary) {
+    st.binary = true;
+    st.scale = GroupMean(w3.abs(), l).clamp_min(kMinMeanScale) * 2.0;
+    st.zero = 0.5;
+  } else if (spec.symmetric) {
+    const double half = std::ldexp(1.0, spec.bits - 1);
+    st.scale = Div(GroupMax(w3.abs(), l).clamp_min(kMinAbsmax), half - 0.5);
+    st.cmin = -half, st.cmax = half - 1.0, st.offset = half, st.zero = half;
+  } else {
+    const double top = std::ldexp(1.0, spec.bits) - 1.0;
+    st.lo = GroupMin(w3, l);
+    const torch::Tensor hi = GroupMax(w3, l);
+    st.flat = (hi - st.lo).le(torch::maximum(st.lo.abs(), hi.abs()) * kConstantGroup);
+    st.scale = torch::where(st.flat, torch::ones_like(st.lo), Div(hi - st.lo, top));
+    st.zero_tensor = torch::where(st.flat, -st.lo, -st.lo / st.scale);
+    st.cmin = 0.0, st.cmax = top;
+  }
+  return st;
+}
+
 Grid Quantize(const QuantSpec& spec, const torch::Tensor& w, const torch::Tensor& alpha) {
   torch::NoGradGuard no_grad;
   const Layout l = LayoutOf(spec, w);
@@ -194,27 +231,19 @@ Grid Quantize(const QuantSpec& spec, const torch::Tensor& w, const torch::Tensor
       scale = a * (1.0 / s.n);  // the float of 1/n: exact for int k, 2/3 rounded for ternary
       zero = s.o - s.h;
     }
-  } else if (spec.method == Method::kTernary) {
-    scale = GroupMean(w3.abs(), l).clamp_min(kMinMeanScale);
-    codes = torch::clamp(torch::round(w3 / scale), -1, 1) + 1;
-    zero = 1.0;
-  } else if (spec.method == Method::kBinary) {
-    codes = w3.ge(0);
-    scale = GroupMean(w3.abs(), l).clamp_min(kMinMeanScale) * 2.0;
-    zero = 0.5;
-  } else if (spec.symmetric) {
-    const double half = std::ldexp(1.0, spec.bits - 1);
-    scale = Div(GroupMax(w3.abs(), l).clamp_min(kMinAbsmax), half - 0.5);
-    codes = torch::clamp(torch::round(w3 / scale), -half, half - 1.0) + half;
-    zero = half;
   } else {
-    const double top = std::ldexp(1.0, spec.bits) - 1.0;
-    torch::Tensor lo = GroupMin(w3, l), hi = GroupMax(w3, l);
-    torch::Tensor flat = (hi - lo).le(torch::maximum(lo.abs(), hi.abs()) * kConstantGroup);
-    scale = torch::where(flat, torch::ones_like(lo), Div(hi - lo, top));
-    zero_tensor = torch::where(flat, -lo, -lo / scale);
-    codes = torch::where(flat, torch::zeros_like(w3),
-                         torch::clamp(torch::round((w3 - lo) / scale), 0.0, top));
+    const StatisticGrid st = StatisticParams(spec, w3, l);
+    scale = st.scale;
+    zero = st.zero;
+    zero_tensor = st.zero_tensor;
+    if (st.binary) {
+      codes = w3.ge(0);
+    } else if (st.lo.defined()) {
+      codes = torch::where(st.flat, torch::zeros_like(w3),
+                           torch::clamp(torch::round((w3 - st.lo) / scale), st.cmin, st.cmax));
+    } else {
+      codes = torch::clamp(torch::round(w3 / scale), st.cmin, st.cmax) + st.offset;
+    }
   }
   p.codes = codes;
   p.scale = scale;
@@ -223,15 +252,19 @@ Grid Quantize(const QuantSpec& spec, const torch::Tensor& w, const torch::Tensor
   return p;
 }
 
+// A grid's values in `type`: scale * (codes - zero), the float operations of
+// QuantParts::Dequantize without the uint8 round trip.
+torch::Tensor GridValue(const Grid& g, torch::ScalarType type) {
+  const torch::Tensor u = g.codes.to(g.scale.scalar_type());
+  return (g.zero_tensor.defined() ? g.scale * (u - g.zero_tensor) : g.scale * (u - g.zero))
+      .reshape({g.l.out, g.l.in})
+      .to(type);
+}
+
 }  // namespace
 
 namespace {
 
-// The forward value of a statistic quantizer (scale: none) for a CPU float/double weight: the
-// group statistics by the same torch ops as Quantize, then one pass over W that computes each
-// element's code and value with Quantize's and FakeQuant's float operations (divide, round half
-// to even, clamp, add the offset; subtract the zero point, multiply by the scale), so the result
-// is bit-identical to the unfused path without its six full-size temporaries.
 // Round half to even (std::nearbyint in the default rounding mode, as torch::round), written so
 // that the loop vectorizes without SSE4.1: below 2^22 (2^51 for double) in magnitude, adding and
 // subtracting 1.5 * 2^23 (2^52) leaves the nearest integer, ties to even; larger values are
@@ -282,53 +315,32 @@ void StatisticLoop(const T* w, T* out, int64_t out_rows, int64_t C, int64_t G, i
   });
 }
 
-// FakeQuant's value for the statistic quantizers (no gradient).
+// FakeQuant's value (no gradient) for a statistic quantizer (scale: none). For a CPU float/double
+// weight: the group statistics as Quantize computes them (StatisticParams), then one pass over W
+// that computes each element's code and value with Quantize's and FakeQuant's float operations
+// (divide, round half to even, clamp, add the offset; subtract the zero point, multiply by the
+// scale), so the result is bit-identical to the unfused path without its six full-size temporaries.
 torch::Tensor StatisticValue(const QuantSpec& spec, const torch::Tensor& w) {
   torch::NoGradGuard no_grad;
   const bool loop = w.device().is_cpu() &&
                     (w.scalar_type() == torch::kFloat32 || w.scalar_type() == torch::kFloat64);
-  if (!loop) {  // the unfused value, as Decompose computes it (CUDA, half types)
-    const Grid g = Quantize(spec, w, torch::Tensor());
-    const torch::Tensor u = g.codes.to(g.scale.scalar_type());
-    return (g.zero_tensor.defined() ? g.scale * (u - g.zero_tensor) : g.scale * (u - g.zero))
-        .reshape({g.l.out, g.l.in})
-        .to(w.scalar_type());
-  }
+  if (!loop) return GridValue(Quantize(spec, w, torch::Tensor()), w.scalar_type());  // CUDA, halves
   const Layout l = LayoutOf(spec, w);
   const torch::Tensor w3 = w.detach().reshape({l.out, l.C, l.G}).contiguous();
-  torch::Tensor scale, lo, flat, zero_t;
-  double zero = 0.0, cmin = 0.0, cmax = 0.0, offset = 0.0;
-  const bool binary = spec.method == Method::kBinary;
-  // The statistics exactly as Quantize computes them.
-  if (spec.method == Method::kTernary) {
-    scale = GroupMean(w3.abs(), l).clamp_min(kMinMeanScale);
-    cmin = -1.0, cmax = 1.0, offset = 1.0, zero = 1.0;
-  } else if (binary) {
-    scale = GroupMean(w3.abs(), l).clamp_min(kMinMeanScale) * 2.0;
-    zero = 0.5;
-  } else if (spec.symmetric) {
-    const double half = std::ldexp(1.0, spec.bits - 1);
-    scale = Div(GroupMax(w3.abs(), l).clamp_min(kMinAbsmax), half - 0.5);
-    cmin = -half, cmax = half - 1.0, offset = half, zero = half;
-  } else {
-    const double top = std::ldexp(1.0, spec.bits) - 1.0;
-    lo = GroupMin(w3, l);
-    const torch::Tensor hi = GroupMax(w3, l);
-    flat = (hi - lo).le(torch::maximum(lo.abs(), hi.abs()) * kConstantGroup);
-    scale = torch::where(flat, torch::ones_like(lo), Div(hi - lo, top));
-    zero_t = torch::where(flat, -lo, -lo / scale).contiguous();
-    lo = lo.contiguous();
-    flat = flat.contiguous();
-    cmin = 0.0, cmax = top;
-  }
-  scale = scale.contiguous();
+  const StatisticGrid st = StatisticParams(spec, w3, l);
+  const torch::Tensor scale = st.scale.contiguous();
+  const torch::Tensor lo = st.lo.defined() ? st.lo.contiguous() : st.lo;
+  const torch::Tensor flat = st.flat.defined() ? st.flat.contiguous() : st.flat;
+  const torch::Tensor zero_t =
+      st.zero_tensor.defined() ? st.zero_tensor.contiguous() : st.zero_tensor;
   torch::Tensor out = torch::empty_like(w3);
   AT_DISPATCH_FLOATING_TYPES(w3.scalar_type(), "fake_quant", [&] {
-    StatisticLoop<scalar_t>(
-        w3.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), l.out, l.C, l.G, l.R,
-        scale.data_ptr<scalar_t>(), lo.defined() ? lo.data_ptr<scalar_t>() : nullptr,
-        flat.defined() ? flat.data_ptr<bool>() : nullptr,
-        zero_t.defined() ? zero_t.data_ptr<scalar_t>() : nullptr, zero, cmin, cmax, offset, binary);
+    StatisticLoop<scalar_t>(w3.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), l.out, l.C, l.G, l.R,
+                            scale.data_ptr<scalar_t>(),
+                            lo.defined() ? lo.data_ptr<scalar_t>() : nullptr,
+                            flat.defined() ? flat.data_ptr<bool>() : nullptr,
+                            zero_t.defined() ? zero_t.data_ptr<scalar_t>() : nullptr, st.zero,
+                            st.cmin, st.cmax, st.offset, st.binary);
   });
   return out.reshape({l.out, l.in});
 }
@@ -366,13 +378,8 @@ torch::Tensor WeightQuantizer::FakeQuant(const torch::Tensor& w, const torch::Te
   if (spec_.scale == ScaleMode::kStatistic) return StraightThroughStatistic::apply(w, &spec_);
   torch::Tensor exact;
   {
-    // The same float operations as QuantParts::Dequantize, without the uint8 round trip.
     torch::NoGradGuard no_grad;
-    const Grid g = Quantize(spec_, w, alpha);
-    const torch::Tensor u = g.codes.to(g.scale.scalar_type());
-    exact = (g.zero_tensor.defined() ? g.scale * (u - g.zero_tensor) : g.scale * (u - g.zero))
-                .reshape({g.l.out, g.l.in})
-                .to(w.scalar_type());
+    exact = GridValue(Quantize(spec_, w, alpha), w.scalar_type());
   }
   // Straight-through: the value of `exact`, the gradient of the identity (w - w.detach() is 0).
   if (spec_.scale == ScaleMode::kFixed) {

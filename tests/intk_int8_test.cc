@@ -30,6 +30,7 @@ namespace {
 using testing_util::IntK;
 using testing_util::kAllIsas;
 using testing_util::RandomFloats;
+using testing_util::RandomInt8;
 using testing_util::RandomIntK;
 
 const int kBits[] = {2, 4};
@@ -51,13 +52,6 @@ IntK RandomIntKWithBadPadding(int64_t rows, int64_t cols, int bits, int64_t grou
     for (int64_t r = 0; r < rows; ++r) w.packed[r * row_bytes + row_bytes - 1] |= 0xC0;
   }
   return w;
-}
-
-std::vector<int8_t> RandomInt8(int64_t n, std::mt19937& rng) {
-  std::uniform_int_distribution<int> v(-128, 127);  // the whole range, -128 included
-  std::vector<int8_t> x(n);
-  for (int8_t& q : x) q = static_cast<int8_t>(v(rng));
-  return x;
 }
 
 std::vector<float> RandomScales(int64_t m, std::mt19937& rng) {

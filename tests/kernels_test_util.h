@@ -91,6 +91,14 @@ inline Ternary3 RandomTernary3(int64_t rows, int64_t cols, bool per_row, std::mt
   return RandomPackedTernary<Ternary3View>(rows, cols, per_row, rng, garbage);
 }
 
+// Random int8 activation codes over the whole range, -128 included.
+inline std::vector<int8_t> RandomInt8(int64_t n, std::mt19937& rng) {
+  std::uniform_int_distribution<int> v(-128, 127);  // the whole range, -128 included
+  std::vector<int8_t> x(n);
+  for (int8_t& q : x) q = static_cast<int8_t>(v(rng));
+  return x;
+}
+
 // A row-major int2/int4 matrix (lowbit.h) with its codes.
 struct IntK {
   int64_t rows = 0, cols = 0;

@@ -33,6 +33,7 @@ using testing_util::IntK;
 using testing_util::kAllIsas;
 using testing_util::kSimdIsas;
 using testing_util::RandomFloats;
+using testing_util::RandomInt8;
 using testing_util::RandomIntK;
 using testing_util::RandomTernary2;
 using testing_util::RandomTernary3;
@@ -484,13 +485,6 @@ TEST(Int8Activations, HalfwayValuesRoundToEven) {
     EXPECT_EQ(scale, 1.0f);
     EXPECT_EQ(std::vector<int>(q, q + 4), (std::vector<int>{127, 2, -4, 0})) << IsaName(isa);
   }
-}
-
-std::vector<int8_t> RandomInt8(int64_t n, std::mt19937& rng) {
-  std::uniform_int_distribution<int> v(-128, 127);  // the whole range, -128 included
-  std::vector<int8_t> x(n);
-  for (int8_t& q : x) q = static_cast<int8_t>(v(rng));
-  return x;
 }
 
 // The documented result: (scale(r) * xscale) * float(exact integer sum).

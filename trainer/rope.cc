@@ -51,7 +51,7 @@ class RopeFunction : public torch::autograd::Function<RopeFunction> {
                       (x.scalar_type() == torch::kFloat32 || x.scalar_type() == torch::kFloat64) &&
                       cos.scalar_type() == x.scalar_type() && sin.scalar_type() == x.scalar_type();
     if (!loop) {
-      if (!transpose) return x * cos.unsqueeze(-2) + RotateHalf(x) * sin.unsqueeze(-2);
+      if (!transpose) return ApplyRopeUnfused(x, cos, sin);
       const int64_t half = x.size(-1) / 2;
       // (x2, -x1) * sin, as the backward of the torch expression computes it
       return x * cos.unsqueeze(-2) +
