@@ -176,8 +176,8 @@ void RunCpuKernelBench(const KernelBenchOptions& options, ThreadPool& pool,
 
     // The formats, each built (and its copies freed) in turn: 0 ternary2, 1 ternary2 in the
     // x16 layout (what the runtime runs on AVX-512 CPUs), 2 ternary2 with int8 activations,
-    // 3 ternary3, 4 int2/g64, 5 int2/g64 in the x16 layout with int8 activations, 6 int4/g128,
-    // 7 int4/g128 in the x16 layout with int8 activations.
+    // 3 ternary3, 4 int2/g64, 5 int2/g64 in the x16 layout with int8 activations, 6 int4/gG,
+    // 7 int4/gG in the x16 layout with int8 activations (G = options.int4_group).
     const int n_formats = 8;
     for (int f = 0; f < n_formats; ++f) {
       if (f == 1 && !TernaryX16Fast()) continue;
@@ -205,7 +205,7 @@ void RunCpuKernelBench(const KernelBenchOptions& options, ThreadPool& pool,
         scales = RandomFloats(rows, rng, 0.01f, 0.1f);
       } else {
         bits = f <= 5 ? 2 : 4;
-        group = f <= 5 ? 64 : 128;
+        group = f <= 5 ? 64 : options.int4_group;
         const int64_t params = rows * IntKGroupsPerRow(group, cols);
         packed = RandomBytes(rows * IntKRowBytes(bits, cols), rng,
                              [](uint64_t v) { return static_cast<uint8_t>(v); });

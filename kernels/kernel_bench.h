@@ -32,6 +32,9 @@ struct KernelBenchOptions {
   int64_t m = 8;                                    // the small-batch row count timed besides 1
   int iters = 20;      // timed calls per measurement (the median is printed)
   bool quick = false;  // 3 calls per measurement (CPU), for a fast look on small machines
+  // The int4 formats' group: 128 stores as many bytes per weight as ggml's Q4_0 (4.5 bits), 32
+  // has Q4_0's group (6 bits: a float scale and zero per 32).
+  int64_t int4_group = 128;
 };
 
 // Median of `iters` timed calls of fn(call index) in microseconds, after `warmups` untimed calls

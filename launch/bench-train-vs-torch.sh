@@ -11,6 +11,9 @@
 #   --variants mode:estimator list (default "none grad_norm:exact grad_norm:finite_diff")
 #   --repeat N run each pair N times, alternating qat and the reference, and report the medians
 #              (default 3; a shared machine drifts by 10-20% between single runs)
+#   --same-malloc  run the reference with the glibc malloc settings qat sets for itself
+#              (trainer/cli/main.cc), so that the ratio compares the two steps' own work; by
+#              default each runs as it does out of the box
 # Environment: QAT_BIN (default build/trainer/qat). The reference takes the whole batch at once, so
 # train.micro_batch_size is set to train.batch_size for qat too.
 set -euo pipefail
@@ -18,6 +21,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 qat=${QAT_BIN:-$here/${QAT_BUILD_DIR:-build}/trainer/qat}
 recipe=$here/recipes/demo-ternary.yaml
 python=/usr/bin/python3 variants="none grad_norm:exact grad_norm:finite_diff" steps=6 repeat=3
+ref_env=()
 sets=()
 [ $# -gt 0 ] && [[ $1 != --* ]] && { recipe=$1; shift; }
 while (($#)); do
@@ -26,6 +30,7 @@ while (($#)); do
     --variants) variants=$2; shift 2 ;;
     --steps) steps=$2; shift 2 ;;
     --repeat) repeat=$2; shift 2 ;;
+    --same-malloc) ref_env=(MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824); shift ;;
     --set) sets+=(--set "$2"); shift 2 ;;
     *) echo "bench-train-vs-torch: unknown argument '$1'" >&2; exit 2 ;;
   esac
@@ -48,6 +53,7 @@ args=(--vocab "$(key model vocab_size)" --hidden "$(key model hidden_size)" --in
 [ "$device" = cpu ] && [ "${threads:-0}" -eq 0 ] && args+=(--threads "$(nproc)")
 echo "recipe: $recipe ${sets[*]}"
 echo "shape: ${args[*]}"
+echo "reference malloc: ${ref_env[*]:-glibc defaults (qat sets its own: trainer/cli/main.cc)}"
 printf "%-24s %14s %14s %8s %12s %12s\n" variant "qat tok/s" "torch tok/s" "qat/torch" "qat peak GB" "torch peak GB"
 status=0
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
@@ -61,7 +67,7 @@ for v in $variants; do
           --set smoothness.lambda_warmup_steps=0 2>&1) || { echo "$out" | tail -5 >&2; status=1; continue 2; }
     q=$(sed -n 's/.*steady state over [0-9]* steps: \([0-9.]*\) tokens\/s.*/\1/p' <<<"$out" | tail -1)
     qm=$(sed -n 's/.*peak \(resident\|GPU\)[a-z ]*memory[a-z0-9 ]*: \([0-9.]*\) GB.*/\2/p' <<<"$out" | tail -1)
-    ref=$("$python" "$here/launch/bench_train_ref.py" "${args[@]}" --mode "$mode" --estimator "$est" --lam 1 2>&1) ||
+    ref=$(env "${ref_env[@]}" "$python" "$here/launch/bench_train_ref.py" "${args[@]}" --mode "$mode" --estimator "$est" --lam 1 2>&1) ||
       { echo "$ref" | tail -5 >&2; status=1; continue 2; }
     t=$(sed -n 's/.*steps: \([0-9.]*\) tokens\/s.*/\1/p' <<<"$ref")
     tm=$(sed -n 's/.*peak memory \([0-9.]*\) GB.*/\1/p' <<<"$ref")

@@ -159,6 +159,38 @@ TEST_P(FiniteDiffEstimator, CosineWithExactAbove099) {
   EXPECT_GT(std::sqrt(Dot(re, re)), 1e-3 * std::sqrt(Dot(plain, plain)));
 }
 
+// finite_diff takes the loss's own gradient as the mean of its two perturbed passes
+// (objective.h), not from a pass at x. With lambda so small that the penalty's part is far below
+// double rounding, what is left is the mean's error against the plain gradient, which must be
+// O(h^2): a tenth of the step must cut it about a hundredfold (a gradient taken from one side
+// only, an O(h) error, gives tenfold), and dropping it or counting it twice fails outright.
+TEST_P(FiniteDiffEstimator, LossGradientIsTheMeanOfTheTwoSides) {
+  const auto [mode_name, at, hidden_mse] = GetParam();
+  CausalLM model = TinyDoubleModel("ternary", 3);
+  CausalLM teacher = TinyDoubleModel("none", 4);
+  for (auto& p : teacher->parameters()) p.set_requires_grad(false);
+  Batch b = MakeBatch();
+  auto run = [&](const char* mode, double lambda, double fd_step) {
+    ZeroGrads(model);
+    Recipe r = RegRecipe(mode, "finite_diff", lambda, at, hidden_mse);
+    r.smoothness.fd_step = fd_step;
+    BackwardMicroBatch(model, &teacher, b.inputs, b.targets, r, lambda, 1.0);
+    return Grads(model);
+  };
+  const std::vector<torch::Tensor> plain = run("none", 0.0, 1e-3);
+  auto error = [&](double fd_step) {
+    const std::vector<torch::Tensor> fd = run(mode_name, 1e-30, fd_step);
+    std::vector<torch::Tensor> diff;
+    for (size_t i = 0; i < plain.size(); ++i) diff.push_back(fd[i] - plain[i]);
+    return std::sqrt(Dot(diff, diff) / Dot(plain, plain));
+  };
+  const double coarse = error(1e-3), fine = error(1e-4);
+  std::cout << mode_name << " at " << at << ": loss-gradient relative error " << coarse
+            << " at fd_step 1e-3, " << fine << " at 1e-4\n";
+  EXPECT_LT(coarse, 1e-2);
+  EXPECT_LT(fine, coarse / 40);
+}
+
 INSTANTIATE_TEST_SUITE_P(Modes, FiniteDiffEstimator, kRegVariants, RegName);
 
 // The finite_diff estimator as training uses it: fp32, the demo's model shape (recipes/

@@ -104,8 +104,10 @@ MicroBatchResult BackwardAtBlockInputs(CausalLM& model, CausalLM* teacher,
   std::vector<torch::Tensor> teacher_grads;
   if (match) teacher_grads = TeacherBlockInputGrads(*teacher, inputs, targets);
   const bool exact = sm.estimator == "exact";
+  // exact keeps the graph for the double backward; finite_diff needs only the input gradients of
+  // this pass (the parameters get theirs from the perturbed passes below).
   std::vector<torch::Tensor> grads = torch::autograd::grad(
-      {penalized}, trace.inputs, {}, /*retain_graph=*/true, /*create_graph=*/exact);
+      {penalized}, trace.inputs, {}, /*retain_graph=*/exact, /*create_graph=*/exact);
   out.input_grad_norm = SequenceGradNorm(grads[0]);
   std::vector<torch::Tensor> v(grads.size());
   for (size_t l = 0; l < grads.size(); ++l) v[l] = match ? grads[l] - teacher_grads[l] : grads[l];
@@ -128,19 +130,24 @@ MicroBatchResult BackwardAtBlockInputs(CausalLM& model, CausalLM* teacher,
   const double vnorm = std::sqrt(v2), h = sm.fd_step * std::sqrt(x2);
   const double c = vnorm > 0 ? 2.0 * lambda * B * vnorm / (N * h) : 0.0;
   out.penalty = B * v2 / N;
-  torch::Tensor total = loss;
-  if (c != 0.0) {
-    // Central difference: (c/2) (L'(offsets +h v/||v||) - L'(offsets -h v/||v||)).
-    auto perturbed_loss = [&](double sign) {
-      std::vector<torch::Tensor> offsets;
+  // Both losses of one forward with `sign` h v/||v|| added at the block inputs: (L, L').
+  auto perturbed_losses = [&](double sign) {
+    std::vector<torch::Tensor> offsets;
+    if (sign != 0.0) {
       for (const torch::Tensor& vl : v) offsets.push_back(vl * (sign * h / vnorm));
-      torch::Tensor x = model->Embed(inputs);
-      return match ? quant::CrossEntropyLoss(model->ForwardFromEmbeddings(x, nullptr, &offsets),
-                                             targets)
-                   : StudentLoss(model, x, targets, teacher_out, recipe.distill, nullptr, nullptr,
-                                 &offsets);
-    };
-    total = total + (0.5 * c) * (perturbed_loss(1.0) - perturbed_loss(-1.0));
+    }
+    torch::Tensor lg;
+    torch::Tensor l = StudentLoss(model, model->Embed(inputs), targets, teacher_out, recipe.distill,
+                                  &lg, nullptr, sign != 0.0 ? &offsets : nullptr);
+    return std::make_pair(l, match ? quant::CrossEntropyLoss(lg, targets) : l);
+  };
+  torch::Tensor total;
+  if (c == 0.0) {  // v = 0: no penalty gradient; the loss gradient at the unperturbed inputs
+    total = perturbed_losses(0.0).first;
+  } else {  // the loss gradient as the mean of the two sides, the penalty's as their difference
+    const auto [lp, lpp] = perturbed_losses(1.0);
+    const auto [lm, lpm] = perturbed_losses(-1.0);
+    total = 0.5 * (lp + lm) + (0.5 * c) * (lpp - lpm);
   }
   final_pass();
   (total * weight).backward();
@@ -217,36 +224,36 @@ MicroBatchResult BackwardMicroBatch(CausalLM& model, CausalLM* teacher, const to
     return out;
   }
 
-  // finite_diff (objective.h): the plain pass at x first, which also gives v; then one pass
-  // over the central difference (c/2) (L'(x + h u) - L'(x - h u)). Nothing is rescaled after a
-  // pass, so the passes add up the same way when gradients leave the model after each (FSDP).
-  torch::Tensor v;
-  if (match) {
-    torch::Tensor penalized = quant::CrossEntropyLoss(logits, targets);
-    torch::Tensor g = torch::autograd::grad({penalized}, {x}, {}, /*retain_graph=*/true)[0];
-    out.input_grad_norm = SequenceGradNorm(g);
-    v = (g - teacher_grad).detach();
-    (loss * weight).backward();
-  } else {
-    x.retain_grad();
-    (loss * weight).backward();
-    v = (x.grad() / weight).detach();
-    out.input_grad_norm = SequenceGradNorm(v);
-  }
+  // finite_diff (objective.h): the plain pass at x gives v through an input-gradient-only
+  // backward; then one backward into the parameters over the two perturbed forwards, of
+  // 0.5 (L(x + h u) + L(x - h u)) + (c/2) (L'(x + h u) - L'(x - h u)).
+  torch::Tensor penalized = match ? quant::CrossEntropyLoss(logits, targets) : loss;
+  torch::Tensor g = torch::autograd::grad({penalized}, {x})[0].detach();
+  out.input_grad_norm = SequenceGradNorm(g);
+  const torch::Tensor v = match ? g - teacher_grad : g;
   const double vnorm = v.norm().item<double>();
   const double h = sm.fd_step * x.detach().norm().item<double>();
   const double c = vnorm > 0 ? 2.0 * lambda * B * vnorm / h : 0.0;
   out.penalty = B * vnorm * vnorm;
-  if (c == 0.0) return out;  // no penalty gradient (the buckets are then reduced after the step)
-  const torch::Tensor step = v * (h / vnorm);
-  auto perturbed_loss = [&](const torch::Tensor& offset) {
-    torch::Tensor xs = model->Embed(inputs) + offset;
-    return match ? quant::CrossEntropyLoss(model->ForwardFromEmbeddings(xs), targets)
-                 : StudentLoss(model, xs, targets, teacher_out, recipe.distill);
+  // Both losses of one forward from x + offset: (L, L').
+  auto perturbed_losses = [&](const torch::Tensor& offset) {
+    torch::Tensor xs = model->Embed(inputs);
+    if (offset.defined()) xs = xs + offset;
+    torch::Tensor lg;
+    torch::Tensor l = StudentLoss(model, xs, targets, teacher_out, recipe.distill, &lg);
+    return std::make_pair(l, match ? quant::CrossEntropyLoss(lg, targets) : l);
   };
-  torch::Tensor difference = perturbed_loss(step) - perturbed_loss(-step);
+  torch::Tensor total;
+  if (c == 0.0) {  // v = 0: no penalty gradient; the loss gradient at x itself
+    total = perturbed_losses(torch::Tensor()).first;
+  } else {
+    const torch::Tensor step = v * (h / vnorm);
+    const auto [lp, lpp] = perturbed_losses(step);
+    const auto [lm, lpm] = perturbed_losses(-step);
+    total = 0.5 * (lp + lm) + (0.5 * c) * (lpp - lpm);
+  }
   final_pass();
-  (difference * (0.5 * c * weight)).backward();
+  (total * weight).backward();
   return out;
 }
 

@@ -18,11 +18,18 @@
 //       dR/dtheta = 2B (dG/dtheta)^T v = 2B ||v|| * d/dh [dL'/dtheta (x + h v/||v||)] at h = 0
 //                 ~ (B ||v|| / h) * (dL'/dtheta (x + h u) - dL'/dtheta (x - h u)),  u = v/||v||
 //     (a Hessian-vector product by central difference: the gradient of the gradient's component
-//     along u). So the total gradient is dL/dtheta + (c/2) (dL'/dtheta(x + h u) -
-//     dL'/dtheta(x - h u)) with c = 2 lambda B ||v|| / h: the plain pass, then one more pass over
-//     two perturbed forwards (about 2x the plain step's cost). The perturbation flows through the
-//     embedding, so the embedding weights get their share too. h = fd_step * ||x|| (the norm of
-//     the micro batch's whole embedding tensor).
+//     along u): lambda dR/dtheta ~ (c/2) (dL'/dtheta(x + h u) - dL'/dtheta(x - h u)) with
+//     c = 2 lambda B ||v|| / h. The loss's own gradient is taken from the same two
+//     passes, as their mean: dL/dtheta(x) = (1/2) (dL/dtheta(x + h u) + dL/dtheta(x - h u)) +
+//     O(h^2), the same order as the difference's truncation error. So the plain pass at x
+//     only gives v, by an input-gradient backward that skips every weight-gradient matmul (one
+//     of the nine forward-sized matmul passes of the step), and one backward into the parameters
+//     runs over 0.5 (L(x + h u) + L(x - h u)) + (c/2) (L'(x + h u) - L'(x - h u)), both losses
+//     from the same two forwards: the plain forward, its input-gradient pass, then two perturbed
+//     forwards and their backward. The perturbation flows through the embedding, so the
+//     embedding weights get their share too. h = fd_step * ||x|| (the norm of the micro batch's
+//     whole embedding tensor). With activation quantizers (act_int8), x +- h u can cross a
+//     rounding boundary of an activation, as it already can for the penalty's difference.
 //     Why central: the error of the one-sided difference (x + h u against x) is O(h) and
 //     measured 11% of the penalty gradient on the demo shape in fp32 at fd_step 1e-3; smaller
 //     steps drown in fp32 rounding (3% at 1e-6). The central difference cancels the O(h) term;
@@ -39,9 +46,9 @@
 //       d/dh dL'/dtheta(offsets h v/||v||) = sum_l (d^2 L'/dtheta dx_l) v_l / ||v||,
 //   so dR/dtheta = (2B/N) sum_l (dv_l/dtheta)^T v_l ~ (c/2) (dL'/dtheta(offsets +h v/||v||) -
 //   dL'/dtheta(offsets -h v/||v||)) with c = 2 lambda B ||v|| / (N h), h = fd_step *
-//   ||(x_0, ..., x_{N-1})||: a central difference, like the estimator above. The plain loss and
-//   both perturbed passes are summed before one backward. input_grad_norm stays the proxy at the
-//   embeddings.
+//   ||(x_0, ..., x_{N-1})||: a central difference, like the estimator above, and the loss
+//   gradient again as the mean of the two sides, in one backward. input_grad_norm stays the
+//   proxy at the embeddings.
 //
 // Distillation (a teacher given): L = kd_weight * KL_T + (1 - kd_weight) * CE
 //   + hidden_mse_weight * (1/N) sum_l mean((hS_l - hT_l)^2), h_l = the output of block l of the

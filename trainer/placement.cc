@@ -86,8 +86,16 @@ absl::StatusOr<std::string> SetThreadsPerRank(int64_t recipe_threads,
     parts.push_back(
         absl::StrCat(NodeName(placement, node), ": ", absl::StrJoin(descriptions, ", ")));
   }
+  // How idle OpenMP threads wait (trainer/cli/main.cc bounds their spinning), rank 0's view.
+  const char* spin = std::getenv("GOMP_SPINCOUNT");
+  const char* policy = std::getenv("OMP_WAIT_POLICY");
+  const std::string waits = spin != nullptr && *spin != '\0' ? absl::StrCat("GOMP_SPINCOUNT=", spin)
+                            : policy != nullptr && *policy != '\0'
+                                ? absl::StrCat("OMP_WAIT_POLICY=", policy)
+                                : "libgomp's default spin";
   return absl::StrCat("threads per rank, decided on each node (", placement.nodes,
-                      placement.nodes == 1 ? " node" : " nodes", "): ", absl::StrJoin(parts, "; "));
+                      placement.nodes == 1 ? " node" : " nodes", "): ", absl::StrJoin(parts, "; "),
+                      "; idle OpenMP threads: ", waits);
 }
 
 absl::Status CheckSharedRunDir(const std::string& dir, const comm::LocalPlacement& placement,

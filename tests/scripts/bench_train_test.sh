@@ -18,3 +18,14 @@ for variant in none:exact grad_norm:exact grad_norm:finite_diff grad_match:exact
     { echo "FAIL: $variant printed no steady-state figures"; echo "$out"; exit 1; }
   echo "$variant: $tps tokens/s, peak RSS $rss GB"
 done
+# One process, its threads from the cores: qat bounds libgomp's idle spinning itself
+# (trainer/cli/main.cc, by starting again with GOMP_SPINCOUNT=1000) and an environment's setting wins.
+spin() {
+  env -u OMP_NUM_THREADS -u OMP_WAIT_POLICY "$@" "$qat" bench train "$work/base.yaml" --synthetic --steps 2 2>&1 |
+    sed -n 's/.*idle OpenMP threads: \(.*\)$/\1/p'
+}
+got=$(spin -u GOMP_SPINCOUNT)
+[ "$got" = "GOMP_SPINCOUNT=1000" ] || { echo "FAIL: with nothing set, idle OpenMP threads: '$got'"; exit 1; }
+got=$(spin GOMP_SPINCOUNT=4321)
+[ "$got" = "GOMP_SPINCOUNT=4321" ] || { echo "FAIL: with GOMP_SPINCOUNT=4321 set, idle OpenMP threads: '$got'"; exit 1; }
+echo "idle OpenMP spin: bounded to 1000 by qat itself, an environment's value kept"

@@ -102,7 +102,7 @@ double TorchCudaBf16Micros(int64_t rows, int64_t cols, int64_t m, int iters) {
 int BenchMain(int argc, char** argv) {
   constexpr char kUsage[] =
       "qat bench [kernels] [--device cpu|cuda|all] [--threads N] [--iters N] [--shapes OUTxIN,...] "
-      "[--m M] [--quick]";
+      "[--m M] [--int4-group 32|64|128] [--quick]";
   if (argc > 2 && std::string(argv[2]) == "interop") return BenchInteropMain(argc, argv);
   Args args;
   int code = 0;
@@ -113,6 +113,9 @@ int BenchMain(int argc, char** argv) {
            {"shapes", true, false,
             "comma list of OUTxIN (default 4096x4096,4096x14336,8192x8192,28672x8192)"},
            {"m", true, false, "also time matrix-matrix with M activation rows (default 8)"},
+           {"int4-group", true, false,
+            "group of the CPU int4 formats: 32, 64 or 128 (default 128: Q4_0's 4.5 bits per "
+            "weight; 32: Q4_0's group)"},
            {"device", true, false,
             "cpu, cuda or all (default: all = cpu, and cuda when a GPU is visible)"},
            {"quick", false, false, "3 timed calls per CPU measurement"}},
@@ -143,12 +146,17 @@ int BenchMain(int argc, char** argv) {
                              "' (expected: kernels, comm, interop)");
   }
   absl::StatusOr<int64_t> threads = args.GetInt("threads", 0), iters = args.GetInt("iters", 20),
-                          m = args.GetInt("m", 8);
-  for (const absl::Status& s : {threads.status(), iters.status(), m.status()}) {
+                          m = args.GetInt("m", 8), int4_group = args.GetInt("int4-group", 128);
+  for (const absl::Status& s :
+       {threads.status(), iters.status(), m.status(), int4_group.status()}) {
     if (!s.ok()) return Fail("bench", std::string(s.message()));
   }
   if (*iters < 1 || *m < 1 || *m > 4096) {
     return Fail("bench", "--iters must be >= 1 and --m in [1, 4096]");
+  }
+  if (*int4_group != 32 && *int4_group != 64 && *int4_group != 128) {
+    return Fail("bench",
+                "--int4-group: expected 32, 64 or 128, got " + std::to_string(*int4_group));
   }
   const std::string device = args.Get("device", "all");
   if (device != "cpu" && device != "cuda" && device != "all") {
@@ -158,6 +166,7 @@ int BenchMain(int argc, char** argv) {
   options.m = *m;
   options.iters = static_cast<int>(*iters);
   options.quick = args.Has("quick");
+  options.int4_group = *int4_group;
   for (absl::string_view item :
        absl::StrSplit(args.Get("shapes", "4096x4096,4096x14336,8192x8192,28672x8192"), ',')) {
     std::vector<std::string> parts = absl::StrSplit(item, 'x');

@@ -1,5 +1,6 @@
 // qat: one binary, one subcommand per job.
 #include <malloc.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -159,9 +160,41 @@ void TuneMalloc() {
   }
 #endif
 }
+
+// libgomp's idle OpenMP threads spin on their core for about 300,000 iterations after every
+// parallel region before they sleep (GOMP_SPINCOUNT), unless libgomp itself sees more threads
+// than CPUs. libtorch runs its elementwise ops on those threads and its GEMMs on OpenBLAS's own,
+// so wherever the cores are shared (two jobs on a node, a busy workstation, ctest -j) the
+// spinning threads of one process take the cores that the other's threads need. Two 2-thread
+// `qat bench train` (grad_norm finite_diff, demo shape) on this project's 2-core VM ran at 91
+// tokens/s each, against 709-843 with GOMP_SPINCOUNT=1000 and 945-964 with
+// OMP_WAIT_POLICY=passive; PyTorch eager on the same libraries at 84 against 756-801. Alone on
+// the machine, neither setting changed the step beyond the run-to-run noise. libgomp reads the
+// variable once, when it loads, before main, so the commands that compute on libtorch's threads
+// run themselves again with GOMP_SPINCOUNT=1000 (libgomp's own value for oversubscribed teams):
+// one more process start, about 1 s here. An environment that sets GOMP_SPINCOUNT or
+// OMP_WAIT_POLICY is left alone, and OMP_NUM_THREADS=1 needs nothing (no idle team threads);
+// launch/qat-run exports the setting, so its ranks start once.
+void BoundOpenMpSpin(char** argv) {
+  auto set = [](const char* name) {
+    const char* v = std::getenv(name);
+    return v != nullptr && *v != '\0';
+  };
+  if (set("GOMP_SPINCOUNT") || set("OMP_WAIT_POLICY")) return;
+  const char* omp_threads = std::getenv("OMP_NUM_THREADS");
+  if (omp_threads != nullptr && std::strcmp(omp_threads, "1") == 0) return;
+  const std::string cmd = argv[1];
+  if (cmd != "train" && cmd != "eval" && cmd != "bench" && cmd != "quantize" && cmd != "plan") {
+    return;
+  }
+  if (setenv("GOMP_SPINCOUNT", "1000", 1) != 0) return;
+  execv("/proc/self/exe", argv);
+  unsetenv("GOMP_SPINCOUNT");  // no /proc: go on with libgomp's default
+}
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc >= 2) BoundOpenMpSpin(argv);
   TuneMalloc();
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "help")) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
