@@ -187,6 +187,9 @@ void BoundOpenMpSpin(char** argv) {
   if (cmd != "train" && cmd != "eval" && cmd != "bench" && cmd != "quantize" && cmd != "plan") {
     return;
   }
+  for (char** a = argv + 2; *a != nullptr; ++a) {
+    if (std::strcmp(*a, "--help") == 0) return;  // nothing to compute
+  }
   if (setenv("GOMP_SPINCOUNT", "1000", 1) != 0) return;
   execv("/proc/self/exe", argv);
   unsetenv("GOMP_SPINCOUNT");  // no /proc: go on with libgomp's default
