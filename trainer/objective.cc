@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "quant/distill.h"
@@ -55,6 +57,29 @@ torch::Tensor StudentLoss(CausalLM& model, const torch::Tensor& x, const torch::
   torch::Tensor loss = TaskLoss(out, targets, t.logits, d);
   if (hidden) loss = loss + d.hidden_mse_weight * quant::HiddenStateMse(tr->outputs, t.hidden);
   return loss;
+}
+
+// One forward from x (offsets, optional, added at the block inputs): the task loss L and the loss
+// L' whose input gradient the regularizer penalises (L itself for grad_norm, the cross entropy for
+// grad_match).
+std::pair<torch::Tensor, torch::Tensor> TaskAndPenalizedLoss(
+    CausalLM& model, const torch::Tensor& x, const torch::Tensor& targets, const TeacherOutputs& t,
+    const DistillConfig& d, bool match, const std::vector<torch::Tensor>* offsets = nullptr) {
+  torch::Tensor logits;
+  torch::Tensor loss = StudentLoss(model, x, targets, t, d, &logits, nullptr, offsets);
+  return {loss, match ? quant::CrossEntropyLoss(logits, targets) : loss};
+}
+
+// finite_diff's objective (objective.h) from `losses(side)`, the (L, L') of a forward perturbed by
+// side = +1 or -1 times the step: 0.5 (L(+) + L(-)) + (c/2) (L'(+) - L'(-)), the loss gradient as
+// the mean of the two sides and the penalty's as their difference. With c = 0 (v = 0) there is
+// no penalty gradient, and the objective is L unperturbed (side 0).
+torch::Tensor FiniteDiffObjective(
+    const std::function<std::pair<torch::Tensor, torch::Tensor>(double side)>& losses, double c) {
+  if (c == 0.0) return losses(0.0).first;
+  const auto [lp, lpp] = losses(1.0);
+  const auto [lm, lpm] = losses(-1.0);
+  return 0.5 * (lp + lm) + (0.5 * c) * (lpp - lpm);
 }
 
 // dCE_T/dx for the frozen teacher, at its own embeddings of the same tokens (batch-mean scale).
@@ -130,25 +155,16 @@ MicroBatchResult BackwardAtBlockInputs(CausalLM& model, CausalLM* teacher,
   const double vnorm = std::sqrt(v2), h = sm.fd_step * std::sqrt(x2);
   const double c = vnorm > 0 ? 2.0 * lambda * B * vnorm / (N * h) : 0.0;
   out.penalty = B * v2 / N;
-  // Both losses of one forward with `sign` h v/||v|| added at the block inputs: (L, L').
-  auto perturbed_losses = [&](double sign) {
-    std::vector<torch::Tensor> offsets;
-    if (sign != 0.0) {
-      for (const torch::Tensor& vl : v) offsets.push_back(vl * (sign * h / vnorm));
-    }
-    torch::Tensor lg;
-    torch::Tensor l = StudentLoss(model, model->Embed(inputs), targets, teacher_out, recipe.distill,
-                                  &lg, nullptr, sign != 0.0 ? &offsets : nullptr);
-    return std::make_pair(l, match ? quant::CrossEntropyLoss(lg, targets) : l);
-  };
-  torch::Tensor total;
-  if (c == 0.0) {  // v = 0: no penalty gradient; the loss gradient at the unperturbed inputs
-    total = perturbed_losses(0.0).first;
-  } else {  // the loss gradient as the mean of the two sides, the penalty's as their difference
-    const auto [lp, lpp] = perturbed_losses(1.0);
-    const auto [lm, lpm] = perturbed_losses(-1.0);
-    total = 0.5 * (lp + lm) + (0.5 * c) * (lpp - lpm);
-  }
+  const torch::Tensor total = FiniteDiffObjective(
+      [&](double side) {
+        std::vector<torch::Tensor> offsets;  // side h v/||v|| at the block inputs
+        if (side != 0.0) {
+          for (const torch::Tensor& vl : v) offsets.push_back(vl * (side * h / vnorm));
+        }
+        return TaskAndPenalizedLoss(model, model->Embed(inputs), targets, teacher_out,
+                                    recipe.distill, match, side != 0.0 ? &offsets : nullptr);
+      },
+      c);
   final_pass();
   (total * weight).backward();
   return out;
@@ -235,23 +251,14 @@ MicroBatchResult BackwardMicroBatch(CausalLM& model, CausalLM* teacher, const to
   const double h = sm.fd_step * x.detach().norm().item<double>();
   const double c = vnorm > 0 ? 2.0 * lambda * B * vnorm / h : 0.0;
   out.penalty = B * vnorm * vnorm;
-  // Both losses of one forward from x + offset: (L, L').
-  auto perturbed_losses = [&](const torch::Tensor& offset) {
-    torch::Tensor xs = model->Embed(inputs);
-    if (offset.defined()) xs = xs + offset;
-    torch::Tensor lg;
-    torch::Tensor l = StudentLoss(model, xs, targets, teacher_out, recipe.distill, &lg);
-    return std::make_pair(l, match ? quant::CrossEntropyLoss(lg, targets) : l);
-  };
-  torch::Tensor total;
-  if (c == 0.0) {  // v = 0: no penalty gradient; the loss gradient at x itself
-    total = perturbed_losses(torch::Tensor()).first;
-  } else {
-    const torch::Tensor step = v * (h / vnorm);
-    const auto [lp, lpp] = perturbed_losses(step);
-    const auto [lm, lpm] = perturbed_losses(-step);
-    total = 0.5 * (lp + lm) + (0.5 * c) * (lpp - lpm);
-  }
+  const torch::Tensor step = c != 0.0 ? v * (h / vnorm) : torch::Tensor();
+  const torch::Tensor total = FiniteDiffObjective(
+      [&](double side) {
+        torch::Tensor xs = model->Embed(inputs);
+        if (side != 0.0) xs = xs + (side > 0 ? step : -step);
+        return TaskAndPenalizedLoss(model, xs, targets, teacher_out, recipe.distill, match);
+      },
+      c);
   final_pass();
   (total * weight).backward();
   return out;
